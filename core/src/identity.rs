@@ -1,0 +1,303 @@
+//! Node identity: one ed25519 key, named by its `did:key` DID, stored in a 0600 key file.
+//!
+//! `did:key:z6Mk…` is multibase base58btc over the multicodec prefix 0xed 0x01 and the 32-byte public
+//! key (W3C did:key method, Ed25519 section). Signatures are plain ed25519 over the given bytes and
+//! are verified strictly (no malleable or small-order keys).
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+/// Multicodec varint for an ed25519 public key.
+const ED25519_PUB_MULTICODEC: [u8; 2] = [0xed, 0x01];
+const DID_KEY_PREFIX: &str = "did:key:";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    #[error("`{did}` is not an ed25519 did:key: {why}")]
+    BadDid { did: String, why: String },
+    #[error("key file {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "key file {path} already exists: pick another path or remove it first (it may be the only copy of an identity)"
+    )]
+    Exists { path: PathBuf },
+    #[error("key file {path} is readable by others (mode {mode:o}): run `chmod 600 {path}`")]
+    Permissions { path: PathBuf, mode: u32 },
+    #[error("key file {path} is not an icn key file: {why}")]
+    Format { path: PathBuf, why: String },
+    #[error("the system random source failed: {0}")]
+    Random(String),
+    #[error("signature check failed: the signature was not made by {did} over these bytes")]
+    BadSignature { did: String },
+}
+
+/// A `did:key` DID for an ed25519 public key. Parsing checks the key is a valid curve point.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Did {
+    text: String,
+    key: [u8; 32],
+}
+
+impl Did {
+    pub fn from_public_key(key: &VerifyingKey) -> Self {
+        let mut bytes = Vec::with_capacity(34);
+        bytes.extend_from_slice(&ED25519_PUB_MULTICODEC);
+        bytes.extend_from_slice(key.as_bytes());
+        let text = format!("{DID_KEY_PREFIX}{}", multibase::encode(multibase::Base::Base58Btc, bytes));
+        Self { text, key: key.to_bytes() }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, IdentityError> {
+        let bad =
+            |why: &str| IdentityError::BadDid { did: text.chars().take(100).collect(), why: why.into() };
+        let encoded =
+            text.strip_prefix(DID_KEY_PREFIX).ok_or_else(|| bad("it must start with `did:key:`"))?;
+        if !encoded.starts_with('z') {
+            return Err(bad("the key must be base58btc (start with `z`)"));
+        }
+        let (_, bytes) = multibase::decode(encoded).map_err(|_| bad("the key is not valid base58btc"))?;
+        let key = bytes
+            .strip_prefix(&ED25519_PUB_MULTICODEC)
+            .ok_or_else(|| bad("the key is not ed25519 (multicodec 0xed01)"))?;
+        let key: [u8; 32] = key.try_into().map_err(|_| bad("an ed25519 key is 32 bytes"))?;
+        VerifyingKey::from_bytes(&key).map_err(|_| bad("the key is not a valid ed25519 point"))?;
+        Ok(Self { text: text.to_owned(), key })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn public_key(&self) -> VerifyingKey {
+        // Checked in `parse` and `from_public_key`.
+        VerifyingKey::from_bytes(&self.key).unwrap_or_else(|_| unreachable!("Did holds a checked key"))
+    }
+
+    /// Checks that `signature` is this DID's signature over `message`.
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), IdentityError> {
+        let bad = || IdentityError::BadSignature { did: self.text.clone() };
+        let sig: [u8; 64] = signature.try_into().map_err(|_| bad())?;
+        self.public_key().verify_strict(message, &Signature::from_bytes(&sig)).map_err(|_| bad())
+    }
+}
+
+impl fmt::Display for Did {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Debug for Did {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Did({})", self.text)
+    }
+}
+
+impl Serialize for Did {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Did {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Did::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A node's signing key and its DID.
+pub struct Keypair {
+    signing: SigningKey,
+    did: Did,
+}
+
+impl fmt::Debug for Keypair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keypair").field("did", &self.did).finish_non_exhaustive()
+    }
+}
+
+/// On-disk key file (JSON, mode 0600).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyFile {
+    kind: String,
+    did: String,
+    /// The 32-byte ed25519 seed, hex.
+    secret_key: String,
+}
+
+const KEY_FILE_KIND: &str = "icn-ed25519-key-v1";
+
+impl Keypair {
+    /// A new key from the operating system's random source.
+    pub fn generate() -> Result<Self, IdentityError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| IdentityError::Random(e.to_string()))?;
+        Ok(Self::from_seed(&seed))
+    }
+
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        let signing = SigningKey::from_bytes(seed);
+        let did = Did::from_public_key(&signing.verifying_key());
+        Self { signing, did }
+    }
+
+    pub fn did(&self) -> &Did {
+        &self.did
+    }
+
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.signing.sign(message).to_bytes()
+    }
+
+    /// Writes the key to a new file readable only by its owner. Never overwrites.
+    pub fn save(&self, path: &Path) -> Result<(), IdentityError> {
+        let io = |source| IdentityError::Io { path: path.to_owned(), source };
+        let body = KeyFile {
+            kind: KEY_FILE_KIND.into(),
+            did: self.did.to_string(),
+            secret_key: hex(&self.signing.to_bytes()),
+        };
+        let text = serde_json::to_string_pretty(&body).unwrap_or_default();
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                IdentityError::Exists { path: path.to_owned() }
+            } else {
+                io(e)
+            }
+        })?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.write_all(b"\n"))
+            .and_then(|()| file.sync_all())
+            .map_err(io)
+    }
+
+    /// Reads a key file written by [`Keypair::save`], refusing one that others can read.
+    pub fn load(path: &Path) -> Result<Self, IdentityError> {
+        let io = |source| IdentityError::Io { path: path.to_owned(), source };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(IdentityError::Permissions { path: path.to_owned(), mode });
+            }
+        }
+        let format = |why: &str| IdentityError::Format { path: path.to_owned(), why: why.into() };
+        let text = fs::read_to_string(path).map_err(io)?;
+        let file: KeyFile = serde_json::from_str(&text).map_err(|e| format(&e.to_string()))?;
+        if file.kind != KEY_FILE_KIND {
+            return Err(format(&format!("unknown kind `{}`", file.kind)));
+        }
+        let seed = unhex(&file.secret_key).ok_or_else(|| format("secret_key is not 64 hex digits"))?;
+        let keypair = Self::from_seed(&seed);
+        if keypair.did.as_str() != file.did {
+            return Err(format("the did does not belong to the secret key"));
+        }
+        Ok(keypair)
+    }
+
+    /// Loads the key at `path`, or makes and saves a new one if there is no file yet.
+    pub fn load_or_create(path: &Path) -> Result<Self, IdentityError> {
+        if path.exists() {
+            Self::load(path)
+        } else {
+            let keypair = Self::generate()?;
+            keypair.save(path)?;
+            Ok(keypair)
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn did_key_encoding_matches_published_dids() {
+        // Examples from the W3C did:key specification (Ed25519 section). Decoding and re-encoding must
+        // give the same text, which pins base58btc and the 0xed01 prefix.
+        for text in [
+            "did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp",
+            "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK",
+        ] {
+            let did = Did::parse(text).expect(text);
+            assert_eq!(Did::from_public_key(&did.public_key()).as_str(), text);
+        }
+    }
+
+    #[test]
+    fn sign_and_verify_round_trip_and_reject_tampering() {
+        let kp = Keypair::from_seed(&[7; 32]);
+        let sig = kp.sign(b"hello");
+        kp.did().verify(b"hello", &sig).expect("valid");
+        assert!(kp.did().verify(b"hellp", &sig).is_err());
+        let other = Keypair::from_seed(&[8; 32]);
+        assert!(other.did().verify(b"hello", &sig).is_err());
+        assert!(kp.did().verify(b"hello", &sig[..63]).is_err());
+    }
+
+    #[test]
+    fn bad_dids_are_refused_with_a_reason() {
+        for bad in [
+            "",
+            "did:web:example.com",
+            "did:key:6Mk",
+            "did:key:z",
+            "did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme", // secp256k1, not ed25519
+            "did:key:z0OIl",
+        ] {
+            let err = Did::parse(bad).expect_err(bad);
+            assert!(err.to_string().contains("did:key"), "{err}");
+        }
+    }
+
+    #[test]
+    fn key_file_is_private_and_round_trips() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.key");
+        let kp = Keypair::generate().expect("random");
+        kp.save(&path).expect("save");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
+        }
+        assert_eq!(Keypair::load(&path).expect("load").did(), kp.did());
+        assert!(matches!(kp.save(&path), Err(IdentityError::Exists { .. })));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
+            assert!(matches!(Keypair::load(&path), Err(IdentityError::Permissions { .. })));
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! icn-mesh-core: everything a light executor needs to take part in the Mesh Job Execution Protocol.
+//!
+//! No Docker, no FFI, no command line: this crate must build for a phone. See `ARCHITECTURE.md` for the
+//! map of its modules.
+
+pub mod dag;
+pub mod error;
+pub mod identity;
+pub mod spec;
+pub mod store;
+
+pub use cid::Cid;
+pub use error::{ErrorCode, Problem};

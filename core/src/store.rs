@@ -1,0 +1,207 @@
+//! The node's content store: one redb file holding blobs by CID, records by CID and an index by job.
+//!
+//! Every write is a redb transaction with `Durability::Immediate`: a killed process leaves a file
+//! that opens and holds every committed record (see `tests/crash_consistency.rs`). Several puts can
+//! share one commit through [`Store::batch`]. Blobs are checked against their CID on the way in, so
+//! the store never holds bytes under a name that is not theirs.
+
+use std::path::Path;
+
+use cid::Cid;
+use redb::{Database, MultimapTableDefinition, ReadableDatabase, TableDefinition, WriteTransaction};
+
+use crate::dag::{DAG_CBOR_CODEC, RAW_CODEC, SignedRecord, blob_cid, record_cid};
+
+/// CID bytes -> blob bytes.
+const BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blobs");
+/// CID bytes -> record (DAG-CBOR envelope) bytes.
+const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
+/// Job record CID bytes -> CID bytes of every record about that job.
+const BY_JOB: MultimapTableDefinition<&[u8], &[u8]> = MultimapTableDefinition::new("records_by_job");
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("cannot open the store at {path}: {source}")]
+    Open { path: String, source: redb::DatabaseError },
+    #[error("store: {0}")]
+    Redb(#[from] redb::Error),
+    #[error("bytes do not match their CID {0}")]
+    CidMismatch(Cid),
+    #[error("cannot create the data directory {path}: {source}")]
+    Dir { path: String, source: std::io::Error },
+}
+
+macro_rules! redb_from {
+    ($($t:ty),*) => { $( impl From<$t> for StoreError { fn from(e: $t) -> Self { Self::Redb(e.into()) } } )* };
+}
+redb_from!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+/// A content store backed by one redb file.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (or creates) the store file at `path`, creating its directory if needed.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StoreError::Dir { path: dir.display().to_string(), source })?;
+        }
+        let db = Database::create(path)
+            .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        let tx = db.begin_write()?;
+        tx.open_table(BLOBS)?;
+        tx.open_table(RECORDS)?;
+        tx.open_multimap_table(BY_JOB)?;
+        tx.commit()?;
+        Ok(Self { db })
+    }
+
+    /// Starts a batch: many puts, one commit.
+    pub fn batch(&self) -> Result<Batch, StoreError> {
+        Ok(Batch { tx: self.db.begin_write()? })
+    }
+
+    /// Stores a blob and returns its CID.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<Cid, StoreError> {
+        let mut batch = self.batch()?;
+        let cid = batch.put_blob(bytes)?;
+        batch.commit()?;
+        Ok(cid)
+    }
+
+    /// Stores a signed record, indexed under `job` when given.
+    pub fn put_record<T>(&self, record: &SignedRecord<T>, job: Option<Cid>) -> Result<(), StoreError> {
+        let mut batch = self.batch()?;
+        batch.put_record(record, job)?;
+        batch.commit()
+    }
+
+    pub fn blob(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(BLOBS, cid)
+    }
+
+    pub fn record(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(RECORDS, cid)
+    }
+
+    /// The raw block for any CID this store holds: a blob (raw codec) or a record (dag-cbor).
+    pub fn block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        match cid.codec() {
+            RAW_CODEC => self.blob(cid),
+            DAG_CBOR_CODEC => self.record(cid),
+            _ => Ok(None),
+        }
+    }
+
+    /// CIDs of every record indexed under `job`, in CID byte order.
+    pub fn records_for_job(&self, job: &Cid) -> Result<Vec<Cid>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_multimap_table(BY_JOB)?;
+        let mut out = Vec::new();
+        for value in table.get(job.to_bytes().as_slice())? {
+            if let Ok(cid) = Cid::try_from(value?.value()) {
+                out.push(cid);
+            }
+        }
+        Ok(out)
+    }
+
+    fn get(&self, table: TableDefinition<&[u8], &[u8]>, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(table)?;
+        Ok(table.get(cid.to_bytes().as_slice())?.map(|v| v.value().to_vec()))
+    }
+}
+
+/// Writes that commit together, or not at all (dropping a batch aborts it).
+pub struct Batch {
+    tx: WriteTransaction,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Batch")
+    }
+}
+
+impl Batch {
+    pub fn put_blob(&mut self, bytes: &[u8]) -> Result<Cid, StoreError> {
+        let cid = blob_cid(bytes);
+        self.tx.open_table(BLOBS)?.insert(cid.to_bytes().as_slice(), bytes)?;
+        Ok(cid)
+    }
+
+    pub fn put_record<T>(&mut self, record: &SignedRecord<T>, job: Option<Cid>) -> Result<(), StoreError> {
+        self.put_record_bytes(record.cid(), record.bytes(), job)
+    }
+
+    /// Stores record bytes under `cid`, which must be their CID.
+    pub fn put_record_bytes(&mut self, cid: Cid, bytes: &[u8], job: Option<Cid>) -> Result<(), StoreError> {
+        if record_cid(bytes) != cid {
+            return Err(StoreError::CidMismatch(cid));
+        }
+        let key = cid.to_bytes();
+        self.tx.open_table(RECORDS)?.insert(key.as_slice(), bytes)?;
+        if let Some(job) = job {
+            self.tx.open_multimap_table(BY_JOB)?.insert(job.to_bytes().as_slice(), key.as_slice())?;
+        }
+        Ok(())
+    }
+
+    pub fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dag::RecordKind;
+    use crate::identity::Keypair;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Note(u32);
+    impl RecordKind for Note {
+        const KIND: &'static str = "test-note";
+    }
+
+    #[test]
+    fn blobs_records_and_job_index_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub/store.redb");
+        let key = Keypair::from_seed(&[9; 32]);
+        let job = SignedRecord::sign(Note(0), &key).expect("sign");
+        let result = SignedRecord::sign(Note(1), &key).expect("sign");
+        let blob;
+        {
+            let store = Store::open(&path).expect("open");
+            blob = store.put_blob(b"module bytes").expect("blob");
+            store.put_record(&job, Some(job.cid())).expect("job");
+            store.put_record(&result, Some(job.cid())).expect("result");
+        }
+        let store = Store::open(&path).expect("reopen");
+        assert_eq!(store.blob(&blob).expect("read").as_deref(), Some(&b"module bytes"[..]));
+        assert_eq!(store.block(&result.cid()).expect("read").as_deref(), Some(result.bytes()));
+        let mut expected = vec![job.cid(), result.cid()];
+        expected.sort_by_key(|c| c.to_bytes());
+        assert_eq!(store.records_for_job(&job.cid()).expect("index"), expected);
+        assert_eq!(store.block(&crate::dag::blob_cid(b"absent")).expect("read"), None);
+    }
+
+    #[test]
+    fn record_bytes_under_a_wrong_cid_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("s.redb")).expect("open");
+        let mut batch = store.batch().expect("batch");
+        let wrong = record_cid(b"something else");
+        assert!(matches!(batch.put_record_bytes(wrong, b"bytes", None), Err(StoreError::CidMismatch(_))));
+    }
+}
