@@ -99,3 +99,49 @@ impl fmt::Display for Problem {
 }
 
 impl std::error::Error for Problem {}
+
+/// Why an execution failed (spec §7.1). The names are the spec's; scripts match on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FailureReason {
+    // Executor failures
+    OutOfMemory,
+    CpuTimeout,
+    DiskFull,
+    NetworkError,
+    CrashOrPanic,
+    // Job failures
+    InvalidInput,
+    UnsupportedOperation,
+    DeterminismViolation,
+    // System failures
+    ValidatorUnavailable,
+    DAGWriteFailure,
+    ManaInsufficient,
+    /// Not in §7.1's list, but named by §4.2's monitor: the wall-clock deadline passed.
+    DeadlineExceeded,
+}
+
+impl FailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OutOfMemory => "OutOfMemory",
+            Self::CpuTimeout => "CpuTimeout",
+            Self::DiskFull => "DiskFull",
+            Self::NetworkError => "NetworkError",
+            Self::CrashOrPanic => "CrashOrPanic",
+            Self::InvalidInput => "InvalidInput",
+            Self::UnsupportedOperation => "UnsupportedOperation",
+            Self::DeterminismViolation => "DeterminismViolation",
+            Self::ValidatorUnavailable => "ValidatorUnavailable",
+            Self::DAGWriteFailure => "DAGWriteFailure",
+            Self::ManaInsufficient => "ManaInsufficient",
+            Self::DeadlineExceeded => "DeadlineExceeded",
+        }
+    }
+}
+
+impl fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -6,8 +6,9 @@
 pub mod dag;
 pub mod error;
 pub mod identity;
+pub mod sandbox;
 pub mod spec;
 pub mod store;
 
 pub use cid::Cid;
-pub use error::{ErrorCode, Problem};
+pub use error::{ErrorCode, FailureReason, Problem};

@@ -1,0 +1,137 @@
+//! Module admission: everything checked before a module may be instantiated.
+//!
+//! In order: size cap, wasmi validation and eager compilation under `EnforcedLimits::strict()` (no
+//! start function), imports (only the `icn` functions, with their exact types), exports (`memory`
+//! and the entry, of type `() -> i32`). Each refusal is a [`Problem`] with its code.
+
+use wasmi::errors::ErrorKind;
+use wasmi::{Engine, ExternType, Module, ValType};
+
+use crate::error::{ErrorCode, Problem};
+
+use super::abi::{IMPORT_MODULE, IMPORTS};
+
+/// A module that passed admission, ready to instantiate any number of times.
+#[derive(Debug, Clone)]
+pub struct AdmittedModule {
+    pub(crate) module: Module,
+    pub(crate) entry: String,
+}
+
+impl AdmittedModule {
+    /// The entry function the module will be run from.
+    pub fn entry(&self) -> &str {
+        &self.entry
+    }
+}
+
+pub(crate) fn admit(
+    engine: &Engine,
+    bytes: &[u8],
+    entry: &str,
+    max_bytes: usize,
+) -> Result<AdmittedModule, Problem> {
+    if bytes.len() > max_bytes {
+        return Err(Problem::new(
+            ErrorCode::J008,
+            "module",
+            format!(
+                "the module is {} bytes, over this node's {max_bytes}-byte limit: shrink it (strip debug \
+                 sections, -Oz) or split the job",
+                bytes.len()
+            ),
+        ));
+    }
+    let module = Module::new(engine, bytes).map_err(compile_problem)?;
+    check_imports(&module)?;
+    check_exports(&module, entry)?;
+    Ok(AdmittedModule { module, entry: entry.to_owned() })
+}
+
+fn compile_problem(e: wasmi::Error) -> Problem {
+    let text = e.to_string();
+    match e.kind() {
+        ErrorKind::UserLimits(_) | ErrorKind::ImplementationLimits(_) => Problem::new(
+            ErrorCode::J008,
+            "module",
+            format!("the module exceeds the sandbox's structural limits: {text}"),
+        ),
+        _ if text.contains("start function") => Problem::new(
+            ErrorCode::J008,
+            "module",
+            "the module has a start function, which would run outside fuel slicing: move its work into the \
+             entry function"
+                .to_owned(),
+        ),
+        _ => Problem::new(
+            ErrorCode::J001,
+            "module",
+            format!(
+                "the module is not valid WebAssembly: {text}; rebuild it for wasm32 (no SIMD, no threads)"
+            ),
+        ),
+    }
+}
+
+fn check_imports(module: &Module) -> Result<(), Problem> {
+    let mut refused = Vec::new();
+    for import in module.imports() {
+        let name = format!("{}.{}", import.module(), import.name());
+        let expected =
+            IMPORTS.iter().find(|(n, ..)| *n == import.name()).filter(|_| import.module() == IMPORT_MODULE);
+        let ok = match (expected, import.ty()) {
+            (Some((_, params, results)), ExternType::Func(ty)) => {
+                ty.params().len() == *params
+                    && ty.results().len() == *results
+                    && ty.params().iter().chain(ty.results()).all(|t| *t == ValType::I32)
+            }
+            _ => false,
+        };
+        if !ok {
+            refused.push(if expected.is_some() { format!("{name} (wrong type)") } else { name });
+        }
+    }
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            ErrorCode::J008,
+            "module",
+            format!(
+                "the module imports what the sandbox does not offer: {}. Only icn.input_len, icn.get_input, \
+                 icn.put_output, icn.log and icn.progress exist (no WASI, no clock, no randomness)",
+                refused.join(", ")
+            ),
+        ))
+    }
+}
+
+fn check_exports(module: &Module, entry: &str) -> Result<(), Problem> {
+    if !matches!(module.get_export("memory"), Some(ExternType::Memory(_))) {
+        return Err(Problem::new(
+            ErrorCode::J001,
+            "module",
+            "the module does not export its memory as `memory`: link with --export-memory (clang/lld do by default)"
+                .to_owned(),
+        ));
+    }
+    match module.get_export(entry) {
+        Some(ExternType::Func(ty)) if ty.params().is_empty() && ty.results() == [ValType::I32] => Ok(()),
+        Some(ExternType::Func(ty)) => Err(Problem::new(
+            ErrorCode::J001,
+            "runtime.function",
+            format!(
+                "the entry `{entry}` has type {:?} -> {:?}; it must take nothing and return i32 (0 = success)",
+                ty.params(),
+                ty.results()
+            ),
+        )),
+        _ => Err(Problem::new(
+            ErrorCode::J001,
+            "runtime.function",
+            format!(
+                "the module exports no function `{entry}`: export it (-Wl,--export={entry}) or fix the name"
+            ),
+        )),
+    }
+}

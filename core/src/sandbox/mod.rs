@@ -1,0 +1,507 @@
+//! The WASM sandbox: wasmi (no JIT, no WASI), fuel-metered, memory-capped, run in fuel slices.
+//!
+//! A [`Sandbox`] owns one wasmi engine: fuel on, eager compilation (so fuel does not depend on which
+//! functions were called first), strict enforced limits, no start functions, canonical NaNs (the
+//! `deterministic` wasmi feature). [`Sandbox::admit`] checks a module once; [`Sandbox::execute`]
+//! runs it on the calling thread in slices of `slice_fuel`, and between slices obeys a [`Control`]
+//! (pause, resume, cancel) and reports [`Progress`]. [`Sandbox::spawn`] does the same on a thread of
+//! its own, for callers that must not block.
+//!
+//! Determinism rule: every WASM job is deterministic by construction — no clock, no randomness, no
+//! host state but the input, fuel counted identically on every node, and every NaN produced by
+//! arithmetic canonicalised (so ARM and x86 give the same bits). `determinism: true` therefore needs
+//! no extra check for WASM and CCL jobs; floats are allowed.
+
+mod abi;
+mod admission;
+mod limits;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use wasmi::{CompilationMode, Config, EnforcedLimits, Engine, Linker, Store, TypedResumableCall};
+
+pub use abi::{IMPORT_MODULE, IMPORTS, LogLine};
+pub use admission::AdmittedModule;
+pub use limits::SandboxLimits;
+
+use crate::error::{ErrorCode, FailureReason, Problem};
+use abi::{HostState, HostStop};
+
+/// Largest input a job may be given (the guest ABI counts bytes in i32).
+pub const MAX_INPUT_BYTES: usize = i32::MAX as usize;
+
+/// A configured wasmi engine and the `icn` host functions. Cheap to share; build one per node.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<HostState>,
+    max_module_bytes: usize,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").field("max_module_bytes", &self.max_module_bytes).finish_non_exhaustive()
+    }
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new(&SandboxLimits::default())
+    }
+}
+
+impl Sandbox {
+    /// A sandbox whose engine enforces the structural parts of `limits` (module size, recursion).
+    pub fn new(limits: &SandboxLimits) -> Self {
+        let mut config = Config::default();
+        config
+            .consume_fuel(true)
+            .compilation_mode(CompilationMode::Eager)
+            .enforced_limits(EnforcedLimits::strict())
+            .allow_start_fn(false)
+            .set_max_recursion_depth(limits.max_recursion_depth)
+            .wasm_multi_memory(false);
+        let engine = Engine::new(&config);
+        let mut linker = Linker::new(&engine);
+        // The names are fixed and unique; defining them cannot clash.
+        abi::add_to_linker(&mut linker).unwrap_or_else(|e| unreachable!("icn host functions: {e}"));
+        Self { engine, linker, max_module_bytes: limits.max_module_bytes }
+    }
+
+    /// Validates, compiles and checks a module (see `admission`).
+    pub fn admit(&self, module: &[u8], entry: &str) -> Result<AdmittedModule, Problem> {
+        admission::admit(&self.engine, module, entry, self.max_module_bytes)
+    }
+
+    /// Runs an admitted module to the end on this thread.
+    pub fn execute(
+        &self,
+        module: &AdmittedModule,
+        input: Arc<[u8]>,
+        limits: &SandboxLimits,
+        control: &Control,
+        on_progress: &mut dyn FnMut(&Progress),
+    ) -> Outcome {
+        Execution::new(self, module, input, limits, control).run(on_progress)
+    }
+
+    /// Runs an admitted module on a new thread. Progress arrives on the handle's channel.
+    pub fn spawn(
+        self: &Arc<Self>,
+        module: AdmittedModule,
+        input: Arc<[u8]>,
+        limits: SandboxLimits,
+    ) -> RunHandle {
+        let control = Arc::new(Control::default());
+        let (tx, progress) = mpsc::channel();
+        let sandbox = Arc::clone(self);
+        let thread_control = Arc::clone(&control);
+        let thread = std::thread::Builder::new()
+            .name("icn-wasm".into())
+            .spawn(move || {
+                sandbox.execute(&module, input, &limits, &thread_control, &mut |p| {
+                    let _ = tx.send(*p);
+                })
+            })
+            .map_err(|e| e.to_string());
+        RunHandle { control, progress, thread }
+    }
+}
+
+/// A job running on its own thread.
+#[derive(Debug)]
+pub struct RunHandle {
+    pub control: Arc<Control>,
+    pub progress: mpsc::Receiver<Progress>,
+    thread: Result<std::thread::JoinHandle<Outcome>, String>,
+}
+
+impl RunHandle {
+    /// Waits for the job to end.
+    pub fn join(self) -> Outcome {
+        match self.thread {
+            Ok(handle) => {
+                handle.join().unwrap_or_else(|_| Outcome::host_fault("the execution thread panicked"))
+            }
+            Err(e) => Outcome::host_fault(&format!("could not start the execution thread: {e}")),
+        }
+    }
+}
+
+/// Pause, resume and cancel, obeyed between fuel slices.
+#[derive(Debug, Default)]
+pub struct Control {
+    /// Fast path: 0 = run, otherwise look at `state`.
+    flags: AtomicU8,
+    state: Mutex<ControlState>,
+    wake: Condvar,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct ControlState {
+    paused: bool,
+    cancelled: bool,
+}
+
+impl Control {
+    pub fn pause(&self) {
+        self.update(|s| s.paused = true);
+    }
+
+    pub fn resume(&self) {
+        self.update(|s| s.paused = false);
+    }
+
+    pub fn cancel(&self) {
+        self.update(|s| s.cancelled = true);
+    }
+
+    fn update(&self, change: impl FnOnce(&mut ControlState)) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        change(&mut state);
+        self.flags.store(u8::from(state.paused) | (u8::from(state.cancelled) << 1), Ordering::Release);
+        self.wake.notify_all();
+    }
+
+    /// Blocks while paused, calling `notify(true)` before waiting and `notify(false)` after (without
+    /// holding the lock, so `notify` may itself pause or resume). Returns `true` if the run must stop.
+    fn checkpoint(&self, mut notify: impl FnMut(bool)) -> bool {
+        if self.flags.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let state = *self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.cancelled {
+            return true;
+        }
+        if !state.paused {
+            return false;
+        }
+        notify(true);
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while state.paused && !state.cancelled {
+            state = self.wake.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        let cancelled = state.cancelled;
+        drop(state);
+        notify(false);
+        cancelled
+    }
+}
+
+/// What a running job has done so far; sent after every slice and on pause/resume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Progress {
+    pub fuel_used: u64,
+    pub fuel_budget: u64,
+    /// What the guest last reported through `icn.progress`.
+    pub permille: u16,
+    pub output_bytes: u64,
+    pub paused: bool,
+}
+
+/// How an execution ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecStatus {
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+/// Everything an execution produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: ExecStatus,
+    pub failure: Option<FailureReason>,
+    /// Code and explanation when the job did not complete.
+    pub problem: Option<Problem>,
+    /// The entry's return value, if it returned.
+    pub exit_code: Option<i32>,
+    pub output: Vec<u8>,
+    pub output_truncated: bool,
+    pub fuel_used: u64,
+    pub peak_memory_bytes: u64,
+    pub progress_permille: u16,
+    pub logs: Vec<LogLine>,
+    pub logs_dropped: u64,
+    pub slices: u64,
+    pub wall: Duration,
+}
+
+impl Outcome {
+    fn host_fault(message: &str) -> Self {
+        Self {
+            status: ExecStatus::Failed,
+            failure: Some(FailureReason::CrashOrPanic),
+            problem: Some(Problem::new(ErrorCode::J008, "", message)),
+            exit_code: None,
+            output: Vec::new(),
+            output_truncated: false,
+            fuel_used: 0,
+            peak_memory_bytes: 0,
+            progress_permille: 0,
+            logs: Vec::new(),
+            logs_dropped: 0,
+            slices: 0,
+            wall: Duration::ZERO,
+        }
+    }
+}
+
+/// One run of one module: the store, the fuel account and the slice loop.
+struct Execution<'a> {
+    sandbox: &'a Sandbox,
+    module: &'a AdmittedModule,
+    store: Store<HostState>,
+    limits: &'a SandboxLimits,
+    control: &'a Control,
+    /// Fuel handed to wasmi and not yet accounted for.
+    fuel_given: u64,
+    fuel_used: u64,
+    slices: u64,
+    started: Instant,
+}
+
+enum End {
+    Returned(i32),
+    Failed(FailureReason, Problem),
+    Cancelled,
+}
+
+impl<'a> Execution<'a> {
+    fn new(
+        sandbox: &'a Sandbox,
+        module: &'a AdmittedModule,
+        input: Arc<[u8]>,
+        limits: &'a SandboxLimits,
+        control: &'a Control,
+    ) -> Self {
+        let mut store = Store::new(&sandbox.engine, HostState::new(input, limits));
+        store.limiter(|state| &mut state.limiter);
+        Self {
+            sandbox,
+            module,
+            store,
+            limits,
+            control,
+            fuel_given: 0,
+            fuel_used: 0,
+            slices: 0,
+            started: Instant::now(),
+        }
+    }
+
+    fn run(mut self, on_progress: &mut dyn FnMut(&Progress)) -> Outcome {
+        let end = self.run_to_end(on_progress);
+        self.settle_fuel();
+        let memory_now =
+            self.store.data().memory.map_or(0, |m| m.size(&self.store) * crate::spec::WASM_PAGE_BYTES);
+        let (status, failure, problem, exit_code) = match end {
+            End::Returned(0) => (ExecStatus::Completed, None, None, Some(0)),
+            End::Returned(code) => (
+                ExecStatus::Failed,
+                Some(FailureReason::InvalidInput),
+                Some(Problem::new(
+                    ErrorCode::J001,
+                    "",
+                    format!(
+                        "the job's entry returned {code}: the job reports its own failure (see its logs)"
+                    ),
+                )),
+                Some(code),
+            ),
+            End::Failed(reason, problem) => (ExecStatus::Failed, Some(reason), Some(problem), None),
+            End::Cancelled => (
+                ExecStatus::Cancelled,
+                None,
+                Some(Problem::new(ErrorCode::J004, "", "the execution was cancelled by the node")),
+                None,
+            ),
+        };
+        let state = self.store.data();
+        Outcome {
+            status,
+            failure,
+            problem,
+            exit_code,
+            output: state.output.clone(),
+            output_truncated: state.output_truncated,
+            fuel_used: self.fuel_used,
+            peak_memory_bytes: state.limiter.peak_memory.max(memory_now),
+            progress_permille: state.progress,
+            logs: state.logs.clone(),
+            logs_dropped: state.logs_dropped,
+            slices: self.slices,
+            wall: self.started.elapsed(),
+        }
+    }
+
+    /// Moves what wasmi burned of the fuel it was given into `fuel_used`.
+    fn settle_fuel(&mut self) {
+        let left = self.store.get_fuel().unwrap_or(0);
+        self.fuel_used += self.fuel_given.saturating_sub(left);
+        self.fuel_given = left;
+    }
+
+    /// Hands wasmi its next slice: at least `required`, at most what the budget has left.
+    fn refuel(&mut self, required: u64) -> bool {
+        self.settle_fuel();
+        let remaining = self.limits.fuel.saturating_sub(self.fuel_used);
+        let slice = self.limits.slice_fuel.max(required).min(remaining);
+        if slice == 0 || slice < required {
+            return false;
+        }
+        self.fuel_given = slice;
+        self.store.set_fuel(slice).is_ok()
+    }
+
+    fn progress(&self, paused: bool) -> Progress {
+        let state = self.store.data();
+        Progress {
+            fuel_used: self.fuel_used,
+            fuel_budget: self.limits.fuel,
+            permille: state.progress,
+            output_bytes: state.output.len() as u64,
+            paused,
+        }
+    }
+
+    fn run_to_end(&mut self, on_progress: &mut dyn FnMut(&Progress)) -> End {
+        if !self.refuel(0) {
+            return self.out_of_fuel();
+        }
+        let instance = match self.sandbox.linker.instantiate_and_start(&mut self.store, &self.module.module) {
+            Ok(instance) => instance,
+            Err(e) => return self.instantiation_failed(e),
+        };
+        let memory = instance.get_memory(&self.store, "memory");
+        self.store.data_mut().memory = memory;
+        let Ok(entry) = instance.get_typed_func::<(), i32>(&self.store, &self.module.entry) else {
+            // Admission checked the export and its type.
+            return End::Failed(
+                FailureReason::CrashOrPanic,
+                Problem::new(ErrorCode::J001, "runtime.function", "the entry function disappeared"),
+            );
+        };
+        let mut call = entry.call_resumable(&mut self.store, ());
+        loop {
+            self.slices += 1;
+            match call {
+                Ok(TypedResumableCall::Finished(code)) => return End::Returned(code),
+                Ok(TypedResumableCall::OutOfFuel(pending)) => {
+                    self.settle_fuel();
+                    on_progress(&self.progress(false));
+                    let control = self.control;
+                    let stop = control.checkpoint(|paused| on_progress(&self.progress(paused)));
+                    if stop {
+                        return End::Cancelled;
+                    }
+                    if !self.refuel(pending.required_fuel()) {
+                        return self.out_of_fuel();
+                    }
+                    call = pending.resume(&mut self.store);
+                }
+                Ok(TypedResumableCall::HostTrap(pending)) => return self.host_stopped(pending.host_error()),
+                Err(e) => return self.trapped(&e),
+            }
+        }
+    }
+
+    fn out_of_fuel(&self) -> End {
+        End::Failed(
+            FailureReason::CpuTimeout,
+            Problem::new(
+                ErrorCode::J004,
+                "compute.estimated_cpu_hours",
+                format!(
+                    "the job used its whole fuel budget ({} fuel) without finishing: raise estimated_cpu_hours \
+                     if it is meant to run longer, or look for an endless loop",
+                    self.limits.fuel
+                ),
+            ),
+        )
+    }
+
+    fn memory_exhausted(&self, asked: Option<u64>) -> End {
+        let cap = self.limits.memory_bytes;
+        let asked = asked.map_or_else(String::new, |a| format!(" (it asked for {} KiB)", a / 1024));
+        End::Failed(
+            FailureReason::OutOfMemory,
+            Problem::new(
+                ErrorCode::J009,
+                "runtime.memory_pages",
+                format!(
+                    "the job needed more than its {} KiB memory cap{asked}: raise memory_pages and min_memory_mb",
+                    cap / 1024
+                ),
+            ),
+        )
+    }
+
+    fn instantiation_failed(&self, e: wasmi::Error) -> End {
+        if let Some(asked) = self.store.data().limiter.refused_memory {
+            return self.memory_exhausted(Some(asked));
+        }
+        if e.as_trap_code() == Some(wasmi::TrapCode::OutOfFuel) {
+            return self.out_of_fuel();
+        }
+        End::Failed(
+            FailureReason::CrashOrPanic,
+            Problem::new(ErrorCode::J009, "module", format!("the module could not be instantiated: {e}")),
+        )
+    }
+
+    fn host_stopped(&self, error: &wasmi::Error) -> End {
+        match error.downcast_ref::<HostStop>() {
+            Some(HostStop::OutputLimit) => End::Failed(
+                FailureReason::DiskFull,
+                Problem::new(
+                    ErrorCode::J009,
+                    "",
+                    format!(
+                        "the job wrote more than the {}-byte output cap; the first {} bytes are kept",
+                        self.limits.max_output_bytes, self.limits.max_output_bytes
+                    ),
+                ),
+            ),
+            Some(stop @ HostStop::BadPointer(_)) => {
+                End::Failed(FailureReason::CrashOrPanic, Problem::new(ErrorCode::J008, "", stop.to_string()))
+            }
+            None => {
+                End::Failed(FailureReason::CrashOrPanic, Problem::new(ErrorCode::J008, "", error.to_string()))
+            }
+        }
+    }
+
+    fn trapped(&self, e: &wasmi::Error) -> End {
+        use wasmi::TrapCode;
+        match e.as_trap_code() {
+            Some(TrapCode::OutOfFuel) => self.out_of_fuel(),
+            Some(TrapCode::GrowthOperationLimited | TrapCode::OutOfSystemMemory) => {
+                self.memory_exhausted(self.store.data().limiter.refused_memory)
+            }
+            Some(TrapCode::StackOverflow) => End::Failed(
+                FailureReason::CrashOrPanic,
+                Problem::new(
+                    ErrorCode::J009,
+                    "",
+                    format!(
+                        "the job trapped: call stack exhausted (more than {} nested calls); look for unbounded \
+                         recursion",
+                        self.limits.max_recursion_depth
+                    ),
+                ),
+            ),
+            Some(code) => End::Failed(
+                FailureReason::CrashOrPanic,
+                Problem::new(ErrorCode::J001, "", format!("the job trapped: {code}")),
+            ),
+            None => End::Failed(
+                FailureReason::CrashOrPanic,
+                Problem::new(ErrorCode::J008, "", format!("the job stopped: {e}")),
+            ),
+        }
+    }
+}
