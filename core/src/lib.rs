@@ -6,6 +6,8 @@
 pub mod dag;
 pub mod error;
 pub mod identity;
+pub mod local;
+pub mod records;
 pub mod sandbox;
 pub mod spec;
 pub mod store;
