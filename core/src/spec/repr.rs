@@ -30,12 +30,14 @@ macro_rules! type_tagged_enum {
             use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
             #[derive(Serialize, Deserialize)]
+            #[allow(clippy::upper_case_acronyms)]
             #[serde(tag = "type", deny_unknown_fields)]
             enum Json {
                 $( $variant { $( $(#[$fmeta])* $field: $fty ),* } ),*
             }
 
             #[derive(Serialize, Deserialize)]
+            #[allow(clippy::upper_case_acronyms)]
             enum Wire {
                 $( $variant { $( $field: $fty ),* } ),*
             }

@@ -299,7 +299,7 @@ fn check_redundancy(spec: &JobSpec, v: &mut Problems) {
         RedundancyLevel::Sampling(n) if n == 0 || n > MAX_VALIDATORS => {
             v.push(ErrorCode::J001, field, format!("Sampling({n}): use 1 to {MAX_VALIDATORS} validators"))
         }
-        RedundancyLevel::Full(n) if n < 2 || n > MAX_VALIDATORS => v.push(
+        RedundancyLevel::Full(n) if !(2..=MAX_VALIDATORS).contains(&n) => v.push(
             ErrorCode::J001,
             field,
             format!(
