@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#if defined(__wasm__)
 #define ICN_IMPORT(name) __attribute__((import_module("icn"), import_name(#name)))
 
 /* Total input bytes. */
@@ -24,7 +25,7 @@ ICN_IMPORT(log) void icn_log(int32_t level, const char *ptr, int32_t len);
 /* Reports progress, 0..1000 (per mille); only increases count. */
 ICN_IMPORT(progress) void icn_progress(int32_t permille);
 
-/* ---- small helpers: the compiler may call memcpy/memset even without libc ---- */
+/* ---- the compiler may call memcpy/memset even without libc ---- */
 
 __attribute__((weak)) void *memcpy(void *dst, const void *src, size_t n) {
     unsigned char *d = dst;
@@ -38,6 +39,34 @@ __attribute__((weak)) void *memset(void *dst, int c, size_t n) {
     while (n--) *d++ = (unsigned char)c;
     return dst;
 }
+
+/* A bump allocator over memory grown on demand; returns 0 when the host refuses more memory. */
+extern unsigned char __heap_base;
+static uintptr_t icn_heap_top;
+
+static inline void *icn_alloc(size_t n) {
+    if (!icn_heap_top) icn_heap_top = (uintptr_t)&__heap_base;
+    uintptr_t start = (icn_heap_top + 15) & ~(uintptr_t)15;
+    uintptr_t end = start + n;
+    uintptr_t have = __builtin_wasm_memory_size(0) * 65536u;
+    if (end > have) {
+        uintptr_t pages = (end - have + 65535u) / 65536u;
+        if (__builtin_wasm_memory_grow(0, pages) == (size_t)-1) return 0;
+    }
+    icn_heap_top = end;
+    return (void *)start;
+}
+
+#else
+/* A native build (the wasmi-vs-native benchmark): a host shim provides the same functions. */
+#include <string.h>
+int32_t icn_input_len(void);
+int32_t icn_get_input(void *dst, int32_t offset, int32_t len);
+int32_t icn_put_output(const void *src, int32_t len);
+void icn_log(int32_t level, const char *ptr, int32_t len);
+void icn_progress(int32_t permille);
+void *icn_alloc(size_t n);
+#endif
 
 static inline size_t icn_strlen(const char *s) {
     size_t n = 0;
@@ -56,23 +85,6 @@ static inline int icn_fmt_u64(char *buf, uint64_t v) {
     do { tmp[n++] = (char)('0' + v % 10); v /= 10; } while (v);
     for (int i = 0; i < n; i++) buf[i] = tmp[n - 1 - i];
     return n;
-}
-
-/* A bump allocator over memory grown on demand; returns 0 when the host refuses more memory. */
-extern unsigned char __heap_base;
-static uintptr_t icn_heap_top;
-
-static inline void *icn_alloc(size_t n) {
-    if (!icn_heap_top) icn_heap_top = (uintptr_t)&__heap_base;
-    uintptr_t start = (icn_heap_top + 15) & ~(uintptr_t)15;
-    uintptr_t end = start + n;
-    uintptr_t have = __builtin_wasm_memory_size(0) * 65536u;
-    if (end > have) {
-        uintptr_t pages = (end - have + 65535u) / 65536u;
-        if (__builtin_wasm_memory_grow(0, pages) == (size_t)-1) return 0;
-    }
-    icn_heap_top = end;
-    return (void *)start;
 }
 
 /* Reads the whole input into a new buffer (NUL-terminated); *len gets its size. 0 on failure. */

@@ -17,22 +17,52 @@ static const uint32_t K[64] = {
 static uint32_t H[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                         0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
 
+/* The message schedule is kept in 16 rolling words and the 64 rounds are unrolled 16 at a time, so
+ * the compiler can hold the whole state in wasm locals instead of linear-memory stack slots: an
+ * interpreter pays per instruction, and a load or store is an instruction. */
+#define CH(e, f, g) (((e) & (f)) ^ (~(e) & (g)))
+#define MAJ(a, b, c) (((a) & (b)) ^ ((a) & (c)) ^ ((b) & (c)))
+#define S0(a) (ROTR(a, 2) ^ ROTR(a, 13) ^ ROTR(a, 22))
+#define S1(e) (ROTR(e, 6) ^ ROTR(e, 11) ^ ROTR(e, 25))
+#define s0(x) (ROTR(x, 7) ^ ROTR(x, 18) ^ ((x) >> 3))
+#define s1(x) (ROTR(x, 17) ^ ROTR(x, 19) ^ ((x) >> 10))
+#define ROUND(a, b, c, d, e, f, g, h, k, w)             \
+    do {                                                \
+        uint32_t t1 = h + S1(e) + CH(e, f, g) + k + w;  \
+        uint32_t t2 = S0(a) + MAJ(a, b, c);             \
+        d += t1;                                        \
+        h = t1 + t2;                                    \
+    } while (0)
+#define EIGHT(i, w0, w1, w2, w3, w4, w5, w6, w7)      \
+    ROUND(a, b, c, d, e, f, g, h, K[i + 0], w0);      \
+    ROUND(h, a, b, c, d, e, f, g, K[i + 1], w1);      \
+    ROUND(g, h, a, b, c, d, e, f, K[i + 2], w2);      \
+    ROUND(f, g, h, a, b, c, d, e, K[i + 3], w3);      \
+    ROUND(e, f, g, h, a, b, c, d, K[i + 4], w4);      \
+    ROUND(d, e, f, g, h, a, b, c, K[i + 5], w5);      \
+    ROUND(c, d, e, f, g, h, a, b, K[i + 6], w6);      \
+    ROUND(b, c, d, e, f, g, h, a, K[i + 7], w7)
+#define EXPAND(w0, w1, w9, w14) (w0 += s1(w14) + w9 + s0(w1))
+
 static void compress(const unsigned char *p) {
-    uint32_t w[64];
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
-    for (int i = 16; i < 64; i++) {
-        uint32_t s0 = ROTR(w[i - 15], 7) ^ ROTR(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = ROTR(w[i - 2], 17) ^ ROTR(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
+#define LOAD(i) ((uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3])
+    uint32_t w0 = LOAD(0), w1 = LOAD(1), w2 = LOAD(2), w3 = LOAD(3), w4 = LOAD(4), w5 = LOAD(5), w6 = LOAD(6),
+             w7 = LOAD(7), w8 = LOAD(8), w9 = LOAD(9), w10 = LOAD(10), w11 = LOAD(11), w12 = LOAD(12),
+             w13 = LOAD(13), w14 = LOAD(14), w15 = LOAD(15);
     uint32_t a = H[0], b = H[1], c = H[2], d = H[3], e = H[4], f = H[5], g = H[6], h = H[7];
-    for (int i = 0; i < 64; i++) {
-        uint32_t t1 = h + (ROTR(e, 6) ^ ROTR(e, 11) ^ ROTR(e, 25)) + ((e & f) ^ (~e & g)) + K[i] + w[i];
-        uint32_t t2 = (ROTR(a, 2) ^ ROTR(a, 13) ^ ROTR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-        h = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
+    for (int i = 0; i < 64; i += 16) {
+        if (i > 0) {
+            EXPAND(w0, w1, w9, w14); EXPAND(w1, w2, w10, w15); EXPAND(w2, w3, w11, w0); EXPAND(w3, w4, w12, w1);
+            EXPAND(w4, w5, w13, w2); EXPAND(w5, w6, w14, w3); EXPAND(w6, w7, w15, w4); EXPAND(w7, w8, w0, w5);
+            EXPAND(w8, w9, w1, w6); EXPAND(w9, w10, w2, w7); EXPAND(w10, w11, w3, w8); EXPAND(w11, w12, w4, w9);
+            EXPAND(w12, w13, w5, w10); EXPAND(w13, w14, w6, w11); EXPAND(w14, w15, w7, w12);
+            EXPAND(w15, w0, w8, w13);
+        }
+        EIGHT(i, w0, w1, w2, w3, w4, w5, w6, w7);
+        EIGHT(i + 8, w8, w9, w10, w11, w12, w13, w14, w15);
     }
     H[0] += a; H[1] += b; H[2] += c; H[3] += d; H[4] += e; H[5] += f; H[6] += g; H[7] += h;
+#undef LOAD
 }
 
 #define CHUNK 65536

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Every test of icn-mesh, from a fresh machine: installs what the tests need, then runs
+#   1. the example jobs rebuilt from source and compared with the committed .wasm
+#   2. cargo fmt --check and clippy -D warnings
+#   3. the whole test suite (unit, integration, multi-process, CLI)
+#   4. each fuzz target for a bounded time (FUZZ_SECONDS, default 60)
+#   5. the benchmarks in --quick mode, so they stay runnable (figures are printed, not gated)
+# Exits non-zero on the first failure. Nothing is skipped: a missing tool is installed, not ignored.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/icn-mesh/target}
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+
+step() { printf '\n==== %s\n' "$*"; }
+
+step "install tools"
+need_apt=()
+command -v clang-14 >/dev/null || need_apt+=(clang-14)
+[ -x /usr/lib/llvm-14/bin/wasm-ld ] || need_apt+=(lld-14)
+command -v wat2wasm >/dev/null || need_apt+=(wabt)
+command -v gcc >/dev/null || need_apt+=(gcc)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+
+step "example jobs are reproducible"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+scripts/build-examples.sh "$tmp"
+for built in "$tmp"/*.wasm; do
+  committed=examples/jobs/$(basename "$built")
+  if ! cmp -s "$built" "$committed"; then
+    echo "error: $committed differs from a fresh build; run scripts/build-examples.sh and commit" >&2
+    exit 1
+  fi
+done
+echo "all $(ls "$tmp"/*.wasm | wc -l) example modules match"
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+cargo test --workspace --locked
+
+step "fuzz (${FUZZ_SECONDS}s per target)"
+(
+  cd fuzz
+  export CARGO_TARGET_DIR=$CARGO_TARGET_DIR/fuzz
+  for target in spec_json record_decode module_admission; do
+    mkdir -p "corpus/$target"
+    case $target in
+      module_admission) cp ../examples/jobs/*.wasm "corpus/$target/" ;;
+      spec_json) cp ../examples/specs/*.json ../core/tests/fixtures/*.json "corpus/$target/" ;;
+    esac
+    log="$tmp/fuzz-$target.log"
+    if ! cargo +nightly fuzz run -O "$target" "corpus/$target" -- \
+        -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 >"$log" 2>&1; then
+      tail -n 60 "$log" >&2
+      echo "error: fuzz target $target failed; the input is in fuzz/artifacts/$target" >&2
+      exit 1
+    fi
+    echo "$target: $(grep -E '^Done [0-9]+ runs' "$log" | tail -n 1)"
+  done
+)
+
+step "benchmarks (quick mode: they must run; figures are for reading, not gating)"
+cargo bench --workspace --locked -- --quick
+
+echo
+echo "all tests passed"
