@@ -2,7 +2,8 @@
 # Every test of icn-mesh, from a fresh machine: installs what the tests need, then runs
 #   1. the example jobs rebuilt from source and compared with the committed .wasm
 #   2. cargo fmt --check and clippy -D warnings
-#   3. the whole test suite (unit, integration, multi-process, CLI)
+#   3. the whole test suite (unit, integration, multi-process, CLI), and the records checked by
+#      independent IPLD implementations (Python)
 #   4. each fuzz target for a bounded time (FUZZ_SECONDS, default 60)
 #   5. the benchmarks in --quick mode, so they stay runnable (figures are printed, not gated)
 # Exits non-zero on the first failure. Nothing is skipped: a missing tool is installed, not ignored.
@@ -48,6 +49,13 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "tests"
 cargo test --workspace --locked
+
+step "records read by independent IPLD tools (Python dag-cbor, multiformats, cryptography)"
+venv=${ICN_VENV:-$HOME/.cache/icn-mesh/venv}
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -c 'import dag_cbor, multiformats, cryptography' 2>/dev/null \
+  || "$venv/bin/pip" install -q dag-cbor==0.3.3 multiformats==0.3.1 cryptography
+"$venv/bin/python" tests/ipld/check_records.py "$CARGO_TARGET_DIR/debug/icn" "$PWD"
 
 step "fuzz (${FUZZ_SECONDS}s per target)"
 (
