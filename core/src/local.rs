@@ -6,7 +6,7 @@
 //! Anything refused before execution stores nothing.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cid::Cid;
 use serde::Serialize;
@@ -270,7 +270,12 @@ fn execute(
         Ok(admitted) => admitted,
         Err(problem) => return RunReport::refused(vec![problem]),
     };
-    let limits = limits_for(&p.spec, caps);
+    let mut limits = limits_for(&p.spec, caps);
+    if let Some(deadline) = p.spec.deadline {
+        // Validation refused deadlines already past; here the remaining time becomes a wall-clock limit.
+        let left = Duration::from_secs(deadline.saturating_sub(now_secs()));
+        limits.deadline = Instant::now().checked_add(left);
+    }
     let started_at_ms = now_ms();
     let outcome = sandbox.execute(&admitted, Arc::from(p.input.as_slice()), &limits, control, on_progress);
     let finished_at_ms = now_ms();

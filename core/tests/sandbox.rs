@@ -264,6 +264,23 @@ fn an_infinite_loop_is_stopped_by_fuel_as_cpu_timeout() {
 }
 
 #[test]
+fn a_job_past_its_deadline_is_stopped_between_slices() {
+    let spin = module(r#"(func (export "run") (result i32) (loop $l (br $l)) (i32.const 0))"#);
+    let limits = SandboxLimits {
+        fuel: u64::MAX,
+        deadline: Some(std::time::Instant::now() + Duration::from_millis(200)),
+        ..SandboxLimits::default()
+    };
+    let outcome = run_with(&spin, b"", &limits);
+    failed(&outcome, FailureReason::DeadlineExceeded, ErrorCode::J010);
+    assert!(
+        outcome.wall >= Duration::from_millis(200) && outcome.wall < Duration::from_secs(10),
+        "{:?}",
+        outcome.wall
+    );
+}
+
+#[test]
 fn a_memory_bomb_is_capped_and_its_peak_reported() {
     // Grows one page at a time until refused, then traps.
     let bomb = module(

@@ -8,6 +8,7 @@
 //! - `fuel`: per slice by wasmi's fuel metering (J004, `CpuTimeout`).
 //! - `max_output_bytes`, `max_log_bytes`, `max_log_lines`: in the `icn.*` host functions (J009).
 //! - `max_recursion_depth`: by wasmi's call stack (a trap, `CrashOrPanic`).
+//! - `deadline`: between slices (`DeadlineExceeded`, J010).
 
 use wasmi::ResourceLimiter;
 use wasmi_core::LimiterError;
@@ -35,6 +36,8 @@ pub struct SandboxLimits {
     pub max_module_bytes: usize,
     /// Nested calls before a stack-overflow trap. Default 1,000 (wasmi's).
     pub max_recursion_depth: usize,
+    /// Wall-clock instant after which the job stops (the spec's deadline). Default: none.
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl Default for SandboxLimits {
@@ -50,6 +53,7 @@ impl Default for SandboxLimits {
             max_log_line_bytes: 1 << 10,
             max_module_bytes: 16 << 20,
             max_recursion_depth: 1_000,
+            deadline: None,
         }
     }
 }

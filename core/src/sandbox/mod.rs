@@ -398,6 +398,16 @@ impl<'a> Execution<'a> {
                     if stop {
                         return End::Cancelled;
                     }
+                    if self.limits.deadline.is_some_and(|d| Instant::now() >= d) {
+                        return End::Failed(
+                            FailureReason::DeadlineExceeded,
+                            Problem::new(
+                                ErrorCode::J010,
+                                "deadline",
+                                "the job's deadline passed while it ran: extend the deadline or make the job smaller",
+                            ),
+                        );
+                    }
                     if !self.refuel(pending.required_fuel()) {
                         return self.out_of_fuel();
                     }
