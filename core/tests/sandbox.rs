@@ -180,6 +180,20 @@ fn malformed_and_truncated_modules_are_j001() {
 }
 
 #[test]
+fn a_module_that_crashed_wasmi_2_0_0_is_refused() {
+    // Found by fuzz/module_admission: an empty code section with trailing bytes made wasmi divide by
+    // zero inside Module::new. The admission pre-scan refuses it first.
+    let bytes = std::fs::read(format!(
+        "{}/tests/fixtures/wasmi-empty-code-section-div-zero.wasm",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("fixture");
+    let p = refused(&bytes);
+    assert_eq!(p.code, ErrorCode::J001, "{p}");
+    assert!(p.message.contains("declares no functions"), "{p}");
+}
+
+#[test]
 fn imports_outside_icn_are_j008_before_instantiation() {
     for import in [
         r#"(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))"#,

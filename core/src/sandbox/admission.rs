@@ -1,6 +1,6 @@
 //! Module admission: everything checked before a module may be instantiated.
 //!
-//! In order: size cap, wasmi validation and eager compilation under `EnforcedLimits::strict()` (no
+//! In order: size cap, a pre-scan for inputs wasmi 2.0.0 mishandles, wasmi validation and eager compilation under `EnforcedLimits::strict()` (no
 //! start function), imports (only the `icn` functions, with their exact types), exports (`memory`
 //! and the entry, of type `() -> i32`). Each refusal is a [`Problem`] with its code.
 
@@ -42,10 +42,35 @@ pub(crate) fn admit(
             ),
         ));
     }
+    prescan(bytes)?;
     let module = Module::new(engine, bytes).map_err(compile_problem)?;
     check_imports(&module)?;
     check_exports(&module, entry)?;
     Ok(AdmittedModule { module, entry: entry.to_owned() })
+}
+
+/// Refuses what wasmi 2.0.0 would panic on instead of rejecting. Found by our `module_admission`
+/// fuzzer: a code section that declares no functions but carries bytes makes wasmi's average-size
+/// check divide by zero. Such a section is malformed anyway. Any other parse error is left for wasmi
+/// to report in its own words.
+fn prescan(bytes: &[u8]) -> Result<(), Problem> {
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload {
+            Ok(wasmparser::Payload::CodeSectionStart { count: 0, size, .. }) if size > 0 => {
+                return Err(Problem::new(
+                    ErrorCode::J001,
+                    "module",
+                    format!(
+                        "the module is not valid WebAssembly: its code section declares no functions but holds \
+                         {size} bytes; rebuild it"
+                    ),
+                ));
+            }
+            Ok(wasmparser::Payload::CodeSectionStart { .. }) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    Ok(())
 }
 
 fn compile_problem(e: wasmi::Error) -> Problem {
