@@ -7,6 +7,7 @@ pub mod dag;
 pub mod error;
 pub mod identity;
 pub mod local;
+pub mod market;
 pub mod records;
 pub mod sandbox;
 pub mod spec;

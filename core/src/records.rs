@@ -66,3 +66,7 @@ impl RecordKind for ResultRecord {
 
 /// The engine name recorded in results: fuel costs are a property of this exact version.
 pub const ENGINE: &str = "wasmi 2.0.0";
+
+impl RecordKind for crate::market::Bid {
+    const KIND: &'static str = "bid";
+}

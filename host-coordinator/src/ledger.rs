@@ -1,0 +1,266 @@
+//! The mana ledger: balances, locks, payouts, slashes into a named sink, refunds, genesis grants.
+//!
+//! Every change is one redb transaction, and every change that may be retried carries an operation id
+//! recorded in the same transaction, so replaying it changes nothing (settling a job twice pays once).
+//! Mana is only ever moved, never made or destroyed after genesis:
+//! `Σ balance + Σ locked + sink = granted` holds after every transaction ([`Ledger::audit`]).
+//!
+//! [`Ledger`] is the trait the coordinator uses; [`RedbLedger`] is the embedded implementation (a
+//! replicated one can follow, see DESIGN.md "Beyond one coordinator").
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use icn_mesh_core::spec::Mana;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::Serialize;
+
+/// DID -> (balance, locked), 16 bytes big-endian.
+const ACCOUNTS: TableDefinition<&str, [u8; 16]> = TableDefinition::new("accounts");
+/// Lock id -> (owner DID, amount).
+const LOCKS: TableDefinition<&str, (&str, u64)> = TableDefinition::new("locks");
+/// Operation ids already applied.
+const APPLIED: TableDefinition<&str, ()> = TableDefinition::new("applied_ops");
+/// "granted" and "sink" totals.
+const TOTALS: TableDefinition<&str, u64> = TableDefinition::new("totals");
+
+/// The account slashed mana goes to. It can receive, never spend.
+pub const SINK: &str = "sink";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerError {
+    #[error("{did} has {available} mana available, {needed} is needed")]
+    Insufficient { did: String, available: Mana, needed: Mana },
+    #[error("no lock `{0}`")]
+    NoLock(String),
+    #[error("lock `{0}` already exists")]
+    LockExists(String),
+    #[error("payouts of {paid} exceed the {locked} locked under `{lock}`")]
+    Overdrawn { lock: String, locked: Mana, paid: Mana },
+    #[error("amount overflow")]
+    Overflow,
+    #[error("ledger store: {0}")]
+    Store(String),
+}
+
+impl LedgerError {
+    /// The spec code a user sees: J002 when a budget cannot be locked, J007 otherwise.
+    pub fn code(&self) -> icn_mesh_core::ErrorCode {
+        match self {
+            Self::Insufficient { .. } => icn_mesh_core::ErrorCode::J002,
+            _ => icn_mesh_core::ErrorCode::J007,
+        }
+    }
+}
+
+macro_rules! store_err {
+    ($($t:ty),*) => { $( impl From<$t> for LedgerError { fn from(e: $t) -> Self { Self::Store(e.to_string()) } } )* };
+}
+store_err!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Who gets what when a lock is resolved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resolution {
+    /// Paid to these accounts.
+    pub payouts: Vec<(String, Mana)>,
+    /// Moved to the sink.
+    pub slash: Mana,
+    // Whatever is left goes back to the lock's owner.
+}
+
+/// One account in an audit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccountAudit {
+    pub did: String,
+    pub balance: Mana,
+    pub locked: Mana,
+}
+
+/// Everything the ledger holds, and whether it adds up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Audit {
+    pub granted: Mana,
+    pub accounts: Vec<AccountAudit>,
+    pub sink: Mana,
+    pub conserved: bool,
+}
+
+/// What the coordinator needs from a ledger. Every method with an `op` is idempotent in `op`.
+pub trait Ledger {
+    /// Mints `amount` for `did`, once per `op` (a genesis grant record's CID).
+    fn grant(&self, op: &str, did: &str, amount: Mana) -> Result<(), LedgerError>;
+    /// Moves `amount` of `did`'s balance into a new lock `lock`.
+    fn lock(&self, op: &str, lock: &str, did: &str, amount: Mana) -> Result<(), LedgerError>;
+    /// Pays out, slashes and refunds what `lock` holds, and removes it.
+    fn resolve(&self, op: &str, lock: &str, resolution: &Resolution) -> Result<(), LedgerError>;
+    /// (balance, locked) of `did`; zeros for an unknown account.
+    fn account(&self, did: &str) -> Result<(Mana, Mana), LedgerError>;
+    fn audit(&self) -> Result<Audit, LedgerError>;
+}
+
+/// The ledger in a redb file of its own.
+#[derive(Debug)]
+pub struct RedbLedger {
+    db: Database,
+}
+
+fn pack(balance: Mana, locked: Mana) -> [u8; 16] {
+    let mut out = [0; 16];
+    out[..8].copy_from_slice(&balance.to_be_bytes());
+    out[8..].copy_from_slice(&locked.to_be_bytes());
+    out
+}
+
+fn unpack(raw: [u8; 16]) -> (Mana, Mana) {
+    let mut b = [0; 8];
+    let mut l = [0; 8];
+    b.copy_from_slice(&raw[..8]);
+    l.copy_from_slice(&raw[8..]);
+    (Mana::from_be_bytes(b), Mana::from_be_bytes(l))
+}
+
+impl RedbLedger {
+    pub fn open(path: &Path) -> Result<Self, LedgerError> {
+        let db = Database::create(path)?;
+        let tx = db.begin_write()?;
+        tx.open_table(ACCOUNTS)?;
+        tx.open_table(LOCKS)?;
+        tx.open_table(APPLIED)?;
+        tx.open_table(TOTALS)?;
+        tx.commit()?;
+        Ok(Self { db })
+    }
+
+    /// Runs `change` in one transaction unless `op` was applied before; records `op` with it.
+    fn once(
+        &self,
+        op: &str,
+        change: impl FnOnce(&WriteTransaction) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut applied = tx.open_table(APPLIED)?;
+            if applied.get(op)?.is_some() {
+                return Ok(());
+            }
+            applied.insert(op, ())?;
+        }
+        change(&tx)?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn get_account(tx: &WriteTransaction, did: &str) -> Result<(Mana, Mana), LedgerError> {
+    Ok(tx.open_table(ACCOUNTS)?.get(did)?.map_or((0, 0), |v| unpack(v.value())))
+}
+
+fn put_account(tx: &WriteTransaction, did: &str, balance: Mana, locked: Mana) -> Result<(), LedgerError> {
+    tx.open_table(ACCOUNTS)?.insert(did, pack(balance, locked))?;
+    Ok(())
+}
+
+fn add_total(tx: &WriteTransaction, name: &str, amount: Mana) -> Result<(), LedgerError> {
+    let mut totals = tx.open_table(TOTALS)?;
+    let now = totals.get(name)?.map_or(0, |v| v.value());
+    totals.insert(name, now.checked_add(amount).ok_or(LedgerError::Overflow)?)?;
+    Ok(())
+}
+
+impl Ledger for RedbLedger {
+    fn grant(&self, op: &str, did: &str, amount: Mana) -> Result<(), LedgerError> {
+        self.once(op, |tx| {
+            let (balance, locked) = get_account(tx, did)?;
+            put_account(tx, did, balance.checked_add(amount).ok_or(LedgerError::Overflow)?, locked)?;
+            add_total(tx, "granted", amount)
+        })
+    }
+
+    fn lock(&self, op: &str, lock: &str, did: &str, amount: Mana) -> Result<(), LedgerError> {
+        self.once(op, |tx| {
+            let mut locks = tx.open_table(LOCKS)?;
+            if locks.get(lock)?.is_some() {
+                return Err(LedgerError::LockExists(lock.to_owned()));
+            }
+            let (balance, locked) = get_account(tx, did)?;
+            if balance < amount {
+                return Err(LedgerError::Insufficient {
+                    did: did.to_owned(),
+                    available: balance,
+                    needed: amount,
+                });
+            }
+            put_account(tx, did, balance - amount, locked.checked_add(amount).ok_or(LedgerError::Overflow)?)?;
+            locks.insert(lock, (did, amount))?;
+            Ok(())
+        })
+    }
+
+    fn resolve(&self, op: &str, lock: &str, resolution: &Resolution) -> Result<(), LedgerError> {
+        self.once(op, |tx| {
+            let (owner, amount) = {
+                let mut locks = tx.open_table(LOCKS)?;
+                let Some(entry) = locks.remove(lock)? else {
+                    return Err(LedgerError::NoLock(lock.to_owned()));
+                };
+                let (owner, amount) = entry.value();
+                (owner.to_owned(), amount)
+            };
+            let paid = resolution
+                .payouts
+                .iter()
+                .try_fold(resolution.slash, |sum, (_, a)| sum.checked_add(*a))
+                .ok_or(LedgerError::Overflow)?;
+            if paid > amount {
+                return Err(LedgerError::Overdrawn { lock: lock.to_owned(), locked: amount, paid });
+            }
+            let (balance, locked) = get_account(tx, &owner)?;
+            // The whole lock leaves `locked`; the unpaid rest returns to the owner's balance.
+            put_account(tx, &owner, balance + (amount - paid), locked - amount)?;
+            for (did, pay) in &resolution.payouts {
+                let (balance, locked) = get_account(tx, did)?;
+                put_account(tx, did, balance.checked_add(*pay).ok_or(LedgerError::Overflow)?, locked)?;
+            }
+            add_total(tx, SINK, resolution.slash)
+        })
+    }
+
+    fn account(&self, did: &str) -> Result<(Mana, Mana), LedgerError> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(ACCOUNTS)?.get(did)?.map_or((0, 0), |v| unpack(v.value())))
+    }
+
+    fn audit(&self) -> Result<Audit, LedgerError> {
+        let tx = self.db.begin_read()?;
+        let totals = tx.open_table(TOTALS)?;
+        let granted = totals.get("granted")?.map_or(0, |v| v.value());
+        let sink = totals.get(SINK)?.map_or(0, |v| v.value());
+        let mut accounts = Vec::new();
+        for entry in tx.open_table(ACCOUNTS)?.iter()? {
+            let (did, value) = entry?;
+            let (balance, locked) = unpack(value.value());
+            accounts.push(AccountAudit { did: did.value().to_owned(), balance, locked });
+        }
+        let mut lock_sums: BTreeMap<String, u128> = BTreeMap::new();
+        for entry in tx.open_table(LOCKS)?.iter()? {
+            let (_, value) = entry?;
+            let (owner, amount) = value.value();
+            *lock_sums.entry(owner.to_owned()).or_default() += u128::from(amount);
+        }
+        let held: u128 = accounts.iter().map(|a| u128::from(a.balance) + u128::from(a.locked)).sum::<u128>()
+            + u128::from(sink);
+        // Locked figures must also match the open locks, account by account.
+        let locks_match =
+            accounts.iter().all(|a| lock_sums.get(&a.did).copied().unwrap_or(0) == u128::from(a.locked))
+                && lock_sums.keys().all(|d| accounts.iter().any(|a| &a.did == d));
+        Ok(Audit { granted, accounts, sink, conserved: held == u128::from(granted) && locks_match })
+    }
+}
