@@ -136,6 +136,45 @@ fn nan_bits_are_canonical() {
     assert_eq!(&outcome.output[8..16], &0x7FF8_0000_0000_0000u64.to_le_bytes());
 }
 
+#[test]
+fn compiled_code_is_freed_with_its_module() {
+    // wasmi 2.0 never frees code from an engine; the sandbox gives each module its own engine so a
+    // long-lived node does not keep every module it ever ran. Admit and drop a ~0.5 MiB module many
+    // times: resident memory must stay flat (measured here: a shared engine grows 38 MiB over these 40 rounds, ours 0).
+    fn rss_bytes() -> u64 {
+        let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
+        let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).expect("rss pages");
+        pages * 4096
+    }
+    let body = "local.get 0 i32.const 1234567 i32.mul local.set 0 ".repeat(45);
+    let mut text = String::from(
+        r#"(module (memory (export "memory") 1) (func (export "run") (result i32) i32.const 0)"#,
+    );
+    for _ in 0..1200 {
+        text.push_str(&format!("(func (param i32) (result i32) {body} local.get 0)"));
+    }
+    text.push(')');
+    let big = wat(&text);
+    let sandbox = Sandbox::default();
+    for _ in 0..3 {
+        drop(sandbox.admit(&big, "run").expect("admitted"));
+    }
+    let before = rss_bytes();
+    for _ in 0..40 {
+        let admitted = sandbox.admit(&big, "run").expect("admitted");
+        let outcome = sandbox.execute(
+            &admitted,
+            Arc::from(&b""[..]),
+            &SandboxLimits::default(),
+            &Control::default(),
+            &mut |_| {},
+        );
+        assert_eq!(outcome.status, ExecStatus::Completed);
+    }
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(grown < 16 << 20, "resident memory grew by {} MiB over 40 modules", grown >> 20);
+}
+
 // ---- pause, resume, cancel ----
 
 #[test]

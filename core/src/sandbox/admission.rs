@@ -4,17 +4,21 @@
 //! start function), imports (only the `icn` functions, with their exact types), exports (`memory`
 //! and the entry, of type `() -> i32`). Each refusal is a [`Problem`] with its code.
 
+use std::sync::Arc;
+
 use wasmi::errors::ErrorKind;
-use wasmi::{Engine, ExternType, Module, ValType};
+use wasmi::{Engine, ExternType, Linker, Module, ValType};
 
 use crate::error::{ErrorCode, Problem};
 
-use super::abi::{IMPORT_MODULE, IMPORTS};
+use super::abi::{HostState, IMPORT_MODULE, IMPORTS};
 
 /// A module that passed admission, ready to instantiate any number of times.
 #[derive(Debug, Clone)]
 pub struct AdmittedModule {
+    /// Compiled into an engine of its own (see `Sandbox`).
     pub(crate) module: Module,
+    pub(crate) linker: Arc<Linker<HostState>>,
     pub(crate) entry: String,
 }
 
@@ -27,6 +31,7 @@ impl AdmittedModule {
 
 pub(crate) fn admit(
     engine: &Engine,
+    linker: Arc<Linker<HostState>>,
     bytes: &[u8],
     entry: &str,
     max_bytes: usize,
@@ -46,7 +51,7 @@ pub(crate) fn admit(
     let module = Module::new(engine, bytes).map_err(compile_problem)?;
     check_imports(&module)?;
     check_exports(&module, entry)?;
-    Ok(AdmittedModule { module, entry: entry.to_owned() })
+    Ok(AdmittedModule { module, linker, entry: entry.to_owned() })
 }
 
 /// Refuses what wasmi 2.0.0 would panic on instead of rejecting. Found by our `module_admission`

@@ -1,8 +1,9 @@
 //! The WASM sandbox: wasmi (no JIT, no WASI), fuel-metered, memory-capped, run in fuel slices.
 //!
-//! A [`Sandbox`] owns one wasmi engine: fuel on, eager compilation (so fuel does not depend on which
-//! functions were called first), strict enforced limits, no start functions, canonical NaNs (the
-//! `deterministic` wasmi feature). [`Sandbox::admit`] checks a module once; [`Sandbox::execute`]
+//! A [`Sandbox`] holds the engine configuration: fuel on, eager compilation (so fuel does not depend
+//! on which functions were called first), strict enforced limits, no start functions, canonical NaNs
+//! (the `deterministic` wasmi feature). [`Sandbox::admit`] checks a module once and compiles it into
+//! an engine of its own (so its code is freed with it); [`Sandbox::execute`]
 //! runs it on the calling thread in slices of `slice_fuel`, and between slices obeys a [`Control`]
 //! (pause, resume, cancel) and reports [`Progress`]. [`Sandbox::spawn`] does the same on a thread of
 //! its own, for callers that must not block.
@@ -33,10 +34,13 @@ use abi::{HostState, HostStop};
 /// Largest input a job may be given (the guest ABI counts bytes in i32).
 pub const MAX_INPUT_BYTES: usize = i32::MAX as usize;
 
-/// A configured wasmi engine and the `icn` host functions. Cheap to share; build one per node.
+/// The engine configuration and limits of a node. Cheap to share; build one per node.
+///
+/// Each admitted module gets an engine of its own: wasmi 2.0's code map is append-only, so compiled
+/// code lives as long as its engine. A node-wide engine would keep every module it ever ran; a
+/// per-module engine frees a module's code when the module and its runs are dropped.
 pub struct Sandbox {
-    engine: Engine,
-    linker: Linker<HostState>,
+    config: Config,
     max_module_bytes: usize,
 }
 
@@ -63,16 +67,16 @@ impl Sandbox {
             .allow_start_fn(false)
             .set_max_recursion_depth(limits.max_recursion_depth)
             .wasm_multi_memory(false);
-        let engine = Engine::new(&config);
-        let mut linker = Linker::new(&engine);
-        // The names are fixed and unique; defining them cannot clash.
-        abi::add_to_linker(&mut linker).unwrap_or_else(|e| unreachable!("icn host functions: {e}"));
-        Self { engine, linker, max_module_bytes: limits.max_module_bytes }
+        Self { config, max_module_bytes: limits.max_module_bytes }
     }
 
     /// Validates, compiles and checks a module (see `admission`).
     pub fn admit(&self, module: &[u8], entry: &str) -> Result<AdmittedModule, Problem> {
-        admission::admit(&self.engine, module, entry, self.max_module_bytes)
+        let engine = Engine::new(&self.config);
+        let mut linker = Linker::new(&engine);
+        // The names are fixed and unique; defining them cannot clash.
+        abi::add_to_linker(&mut linker).unwrap_or_else(|e| unreachable!("icn host functions: {e}"));
+        admission::admit(&engine, Arc::new(linker), module, entry, self.max_module_bytes)
     }
 
     /// Runs an admitted module to the end on this thread.
@@ -84,7 +88,7 @@ impl Sandbox {
         control: &Control,
         on_progress: &mut dyn FnMut(&Progress),
     ) -> Outcome {
-        Execution::new(self, module, input, limits, control).run(on_progress)
+        Execution::new(module, input, limits, control).run(on_progress)
     }
 
     /// Runs an admitted module on a new thread. Progress arrives on the handle's channel.
@@ -252,7 +256,6 @@ impl Outcome {
 
 /// One run of one module: the store, the fuel account and the slice loop.
 struct Execution<'a> {
-    sandbox: &'a Sandbox,
     module: &'a AdmittedModule,
     store: Store<HostState>,
     limits: &'a SandboxLimits,
@@ -272,16 +275,14 @@ enum End {
 
 impl<'a> Execution<'a> {
     fn new(
-        sandbox: &'a Sandbox,
         module: &'a AdmittedModule,
         input: Arc<[u8]>,
         limits: &'a SandboxLimits,
         control: &'a Control,
     ) -> Self {
-        let mut store = Store::new(&sandbox.engine, HostState::new(input, limits));
+        let mut store = Store::new(module.module.engine(), HostState::new(input, limits));
         store.limiter(|state| &mut state.limiter);
         Self {
-            sandbox,
             module,
             store,
             limits,
@@ -372,7 +373,7 @@ impl<'a> Execution<'a> {
         if !self.refuel(0) {
             return self.out_of_fuel();
         }
-        let instance = match self.sandbox.linker.instantiate_and_start(&mut self.store, &self.module.module) {
+        let instance = match self.module.linker.instantiate_and_start(&mut self.store, &self.module.module) {
             Ok(instance) => instance,
             Err(e) => return self.instantiation_failed(e),
         };
