@@ -233,6 +233,22 @@ fn a_module_that_crashed_wasmi_2_0_0_is_refused() {
 }
 
 #[test]
+fn a_module_that_panics_the_wasmi_translator_is_refused() {
+    // Found by fuzz/module_admission: wasmi 2.0.0's translator panics ("out of bounds StackPos") on
+    // this malformed body instead of returning an error. Admission turns the panic into J001.
+    let bytes = std::fs::read(format!(
+        "{}/tests/fixtures/wasmi-translator-stackpos-panic.wasm",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("fixture");
+    let p = refused(&bytes);
+    assert_eq!(p.code, ErrorCode::J001, "{p}");
+    assert!(p.message.contains("not valid WebAssembly"), "{p}");
+    // The sandbox still works afterwards.
+    assert_eq!(run(&example("sieve"), b"100").status, ExecStatus::Completed);
+}
+
+#[test]
 fn imports_outside_icn_are_j008_before_instantiation() {
     for import in [
         r#"(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))"#,

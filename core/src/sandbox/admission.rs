@@ -48,7 +48,22 @@ pub(crate) fn admit(
         ));
     }
     prescan(bytes)?;
-    let module = Module::new(engine, bytes).map_err(compile_problem)?;
+    // wasmi 2.0.0 can panic on some malformed modules instead of returning an error (our fuzzer found
+    // a translator underflow). The engine is this module's own and is dropped with it, so nothing
+    // half-built survives the panic. Needs `panic = "unwind"`, which every profile here uses.
+    let compiled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Module::new(engine, bytes)));
+    let module = match compiled {
+        Ok(result) => result.map_err(compile_problem)?,
+        Err(_) => {
+            return Err(Problem::new(
+                ErrorCode::J001,
+                "module",
+                "the module is not valid WebAssembly: the compiler gave up on it (wasmi panicked); rebuild it \
+                 with a standard toolchain"
+                    .to_owned(),
+            ));
+        }
+    };
     check_imports(&module)?;
     check_exports(&module, entry)?;
     Ok(AdmittedModule { module, linker, entry: entry.to_owned() })
