@@ -154,6 +154,11 @@ impl Keypair {
         &self.did
     }
 
+    /// The 32-byte ed25519 seed, for handing the same key to TLS. Never logged, never sent.
+    pub(crate) fn secret_seed(&self) -> [u8; 32] {
+        self.signing.to_bytes()
+    }
+
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.signing.sign(message).to_bytes()
     }

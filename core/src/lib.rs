@@ -8,6 +8,7 @@ pub mod error;
 pub mod identity;
 pub mod local;
 pub mod market;
+pub mod net;
 pub mod records;
 pub mod sandbox;
 pub mod spec;

@@ -1,0 +1,141 @@
+//! The transport: QUIC (quinn) with the node's ed25519 key as its TLS identity, postcard frames.
+//!
+//! - `tls` — RFC 7250 raw public keys; the connection *is* the identity: a client checks the server
+//!   is the DID it dialled, the server learns the client's DID from the handshake ([`peer_did`]).
+//! - `frame` — length-prefixed postcard frames with a size cap checked before allocation.
+//! - [`PeerAddr`] — `DID@HOST:PORT`, the address format of every command that takes a peer.
+//! - [`Hello`] — the first frame each way on a connection's control stream: protocol version and role.
+
+pub mod frame;
+pub mod tls;
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::{Did, Keypair};
+
+/// Version of the wire protocol spoken in [`Hello`].
+pub const WIRE_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    #[error("`{0}` is not an address: write DID@HOST:PORT (the coordinator prints its own on start)")]
+    BadAddress(String),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsSetupError),
+    #[error("cannot open a QUIC endpoint on {addr}: {why}")]
+    Bind { addr: String, why: String },
+    #[error("cannot connect to {peer}: {why}")]
+    Connect { peer: String, why: String },
+    #[error("the peer did not present an Ed25519 key")]
+    NoPeerIdentity,
+    #[error(transparent)]
+    Frame(#[from] frame::FrameError),
+    #[error("the peer speaks wire version {theirs}, this node speaks {WIRE_VERSION}")]
+    Version { theirs: u32 },
+}
+
+/// A peer's address: its DID and where to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAddr {
+    pub did: Did,
+    pub addr: SocketAddr,
+}
+
+impl PeerAddr {
+    /// Parses `DID@HOST:PORT` (HOST may be a name, an IPv4 address or a bracketed IPv6 address).
+    pub fn parse(text: &str) -> Result<Self, NetError> {
+        let bad = || NetError::BadAddress(text.chars().take(200).collect());
+        let (did, host) = text.trim().rsplit_once('@').ok_or_else(bad)?;
+        let did = Did::parse(did).map_err(|_| bad())?;
+        let addr = host.to_socket_addrs().map_err(|_| bad())?.next().ok_or_else(bad)?;
+        Ok(Self { did, addr })
+    }
+}
+
+impl fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.did, self.addr)
+    }
+}
+
+/// What a node is on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Coordinator,
+    Executor,
+    Client,
+}
+
+/// The first frame each way on a connection's first bidirectional stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u32,
+    pub role: Role,
+    /// Free text, e.g. `icn 0.1.0`, for logs.
+    pub agent: String,
+}
+
+impl Hello {
+    pub fn new(role: Role) -> Self {
+        Self { version: WIRE_VERSION, role, agent: format!("icn {}", env!("CARGO_PKG_VERSION")) }
+    }
+
+    /// Refuses a peer that speaks another wire version.
+    pub fn check(&self) -> Result<(), NetError> {
+        if self.version == WIRE_VERSION { Ok(()) } else { Err(NetError::Version { theirs: self.version }) }
+    }
+}
+
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    // Idle connections close after a minute; the executor reconnects. No keep-alive pings here:
+    // on a phone every wake-up costs battery, so liveness is the application's (rarer) heartbeat.
+    t.max_idle_timeout(Some(quinn::VarInt::from_u32(60_000).into()));
+    Arc::new(t)
+}
+
+/// A QUIC endpoint that accepts connections as `key` (and can also dial out).
+pub fn listen(key: &Keypair, bind: SocketAddr) -> Result<quinn::Endpoint, NetError> {
+    let tls = tls::server_config(key)?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| tls::TlsSetupError::Quic(e.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(transport());
+    quinn::Endpoint::server(server, bind)
+        .map_err(|e| NetError::Bind { addr: bind.to_string(), why: e.to_string() })
+}
+
+/// A QUIC endpoint for dialling out only.
+pub fn dialer(bind: SocketAddr) -> Result<quinn::Endpoint, NetError> {
+    quinn::Endpoint::client(bind).map_err(|e| NetError::Bind { addr: bind.to_string(), why: e.to_string() })
+}
+
+/// Dials `peer` as `key`; succeeds only if the peer proves it holds `peer.did`'s key.
+pub async fn connect(
+    endpoint: &quinn::Endpoint,
+    key: &Keypair,
+    peer: &PeerAddr,
+) -> Result<quinn::Connection, NetError> {
+    let fail = |why: String| NetError::Connect { peer: peer.to_string(), why };
+    let tls = tls::client_config(key, &peer.did)?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| fail(e.to_string()))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    client.transport_config(transport());
+    // The server name is not checked (the DID is); quinn still needs a syntactically valid one.
+    let connecting = endpoint.connect_with(client, peer.addr, "icn-mesh").map_err(|e| fail(e.to_string()))?;
+    connecting.await.map_err(|e| fail(e.to_string()))
+}
+
+/// The DID the peer proved in the handshake.
+pub fn peer_did(connection: &quinn::Connection) -> Result<Did, NetError> {
+    let identity = connection.peer_identity().ok_or(NetError::NoPeerIdentity)?;
+    let certs = identity
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .map_err(|_| NetError::NoPeerIdentity)?;
+    certs.first().and_then(|c| tls::did_of_spki(c.as_ref())).ok_or(NetError::NoPeerIdentity)
+}
