@@ -79,7 +79,8 @@ step "fuzz (${FUZZ_SECONDS}s per target)"
 )
 
 step "benchmarks (quick mode: they must run; figures are for reading, not gating)"
-cargo bench --workspace --locked -- --quick
+cargo bench --locked -p icn-mesh-core --bench sandbox --bench records -- --quick
+cargo bench --locked -p icn-mesh-coordinator --bench startup -- --quick
 
 echo
 echo "all tests passed"
