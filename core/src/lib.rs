@@ -9,6 +9,8 @@ pub mod identity;
 pub mod local;
 pub mod market;
 pub mod net;
+pub mod node;
+pub mod protocol;
 pub mod records;
 pub mod sandbox;
 pub mod spec;

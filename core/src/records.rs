@@ -1,5 +1,6 @@
 //! The protocol's record payloads. Each is signed and stored through [`crate::dag::SignedRecord`];
-//! links to parents are real IPLD links (result -> job).
+//! links to parents are real IPLD links (bid -> job, award -> bids, result -> award and job,
+//! validation -> results, receipt -> result and validation).
 //!
 //! Field names are part of the record format: add fields, never rename them.
 
@@ -8,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::dag::RecordKind;
 use crate::error::{ErrorCode, FailureReason};
-use crate::spec::JobSpec;
+use crate::identity::Did;
+use crate::market::{Judgement, Payment};
+use crate::spec::{JobSpec, Mana, SelectionStrategy};
 
 /// A job as submitted: the spec with its code CID filled in, and the blobs it needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,4 +72,100 @@ pub const ENGINE: &str = "wasmi 2.0.0";
 
 impl RecordKind for crate::market::Bid {
     const KIND: &'static str = "bid";
+}
+
+/// The coordinator's choice of executors for a job (§3.2), linking the bids it chose among.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AwardRecord {
+    pub job: Cid,
+    /// Every bid that stood, winners first (the strategy's full ranking).
+    pub bids: Vec<Cid>,
+    /// The executors that run the job (one, or n under Full(n)).
+    pub executors: Vec<Did>,
+    /// Validators that re-execute it under Sampling(n).
+    pub validators: Vec<Did>,
+    pub strategy: SelectionStrategy,
+    /// The seed of the Random strategy's draw: anyone holding the bids can replay the choice.
+    pub seed: u64,
+    /// The agreed price per executor (the winning bid's).
+    pub price: Mana,
+    /// Which attempt this is (1 for the first award; more after reassignment).
+    pub attempt: u32,
+    pub awarded_at_ms: u64,
+}
+
+impl RecordKind for AwardRecord {
+    const KIND: &'static str = "award";
+}
+
+/// How the coordinator judged a job's result(s) (§5.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidationRecord {
+    pub job: Cid,
+    pub results: Vec<Cid>,
+    pub judgement: Judgement,
+    /// The output CID that won.
+    pub accepted_output: Option<Cid>,
+    /// Executors whose output disagreed with the accepted one.
+    pub outvoted: Vec<Did>,
+    pub reason: String,
+}
+
+impl RecordKind for ValidationRecord {
+    const KIND: &'static str = "validation";
+}
+
+/// What an executor was paid or charged for a job (§6.1 `PaymentReceipt`), sent to both sides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReceiptRecord {
+    pub job: Cid,
+    pub result: Option<Cid>,
+    pub validation: Option<Cid>,
+    pub executor: Did,
+    pub submitter: Did,
+    pub status: PaymentStatus,
+    pub payment: Payment,
+    /// Mana moved from the executor's stake to the sink.
+    pub slashed: Mana,
+    pub settled_at_ms: u64,
+}
+
+impl RecordKind for ReceiptRecord {
+    const KIND: &'static str = "receipt";
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PaymentStatus {
+    Completed,
+    Disputed,
+    Failed,
+    Refunded,
+}
+
+/// Why something was refused: a bid, a job, a result, a stake slashed. Signed, so `icn job status`
+/// can say why a job is waiting or failed, and anyone can check who said so.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefusalRecord {
+    pub job: Option<Cid>,
+    /// The record refused (a bid, a result), if it reached us intact.
+    pub subject: Option<Cid>,
+    /// Whom the refusal concerns.
+    pub party: Option<Did>,
+    pub code: ErrorCode,
+    pub reason: String,
+    pub at_ms: u64,
+}
+
+impl RecordKind for RefusalRecord {
+    const KIND: &'static str = "refusal";
+}
+
+/// Mana created at genesis, applied once however often the coordinator restarts with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenesisRecord {
+    pub grants: Vec<(Did, Mana)>,
+}
+
+impl RecordKind for GenesisRecord {
+    const KIND: &'static str = "genesis";
 }

@@ -40,10 +40,39 @@ pub enum JobCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Submit a job to a coordinator; with --wait, follow it to the end.
+    Submit {
+        spec: PathBuf,
+        #[arg(long)]
+        coordinator: String,
+        /// The submitter's key file (`icn keygen --out FILE`); its DID pays.
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        module: Option<PathBuf>,
+        #[arg(long)]
+        input: Option<PathBuf>,
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A job's state on a coordinator.
+    Status {
+        job: String,
+        #[arg(long)]
+        coordinator: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(command: JobCommand) -> u8 {
     match command {
+        JobCommand::Submit { spec, coordinator, key, module, input, wait, json } => {
+            crate::cmd_mesh::submit(&spec, &coordinator, &key, module, input, wait, json)
+        }
+        JobCommand::Status { job, coordinator, json } => crate::cmd_mesh::status(&job, &coordinator, json),
         JobCommand::Validate { spec, module, json } => validate_cmd(&spec, module.is_some(), json),
         JobCommand::RunLocal { spec, module, input, output, data, json } => {
             run_local_cmd(&spec, module, input, output, data, json)

@@ -4,7 +4,9 @@
 //! `--json` prints exactly one JSON object on stdout; errors always go to stderr.
 
 mod cmd_dag;
+mod cmd_demo;
 mod cmd_job;
+mod cmd_mesh;
 mod output;
 
 use std::path::PathBuf;
@@ -40,6 +42,61 @@ enum Command {
         #[command(subcommand)]
         command: cmd_dag::DagCommand,
     },
+    /// Run a coordinator: job intake, auctions, validation, the mana ledger.
+    Coordinator {
+        /// HOST:PORT to listen on (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:7000")]
+        listen: String,
+        #[arg(long)]
+        data: PathBuf,
+        /// Mana granted at genesis, applied once however often the coordinator restarts.
+        #[arg(long = "grant", value_parser = cmd_mesh::parse_grant)]
+        grants: Vec<(icn_mesh_core::identity::Did, u64)>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run an executor node that bids on and runs jobs from a coordinator.
+    Node {
+        /// The coordinator's address, DID@HOST:PORT (it prints it on start and writes DIR/address).
+        #[arg(long)]
+        coordinator: String,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        price_per_hour: u64,
+        /// Device policy file (TOML). Not read yet: the device policy arrives with issue 5.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
+    /// Mana balances and the conservation audit.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+    /// Start a local mesh (a coordinator and four executors, as processes), run real jobs, show the result.
+    Demo {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// One account's balance and locked mana.
+    Balance {
+        did: String,
+        #[arg(long)]
+        coordinator: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every account, the sink, the total granted, and whether they add up (exit 1 if not).
+    Audit {
+        #[arg(long)]
+        coordinator: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -48,6 +105,25 @@ fn main() -> ExitCode {
         Command::Keygen { out, json } => keygen(out, json),
         Command::Job { command } => cmd_job::run(command),
         Command::Dag { command } => cmd_dag::run(command),
+        Command::Coordinator { listen, data, grants, json } => {
+            cmd_mesh::coordinator(&listen, data, grants, json)
+        }
+        Command::Node { coordinator, data, price_per_hour, policy } => {
+            if let Some(policy) = policy {
+                eprintln!(
+                    "note: --policy {} is not applied yet (device policy arrives with issue 5)",
+                    policy.display()
+                );
+            }
+            cmd_mesh::node(&coordinator, data, price_per_hour)
+        }
+        Command::Ledger { command: LedgerCommand::Balance { did, coordinator, json } } => {
+            cmd_mesh::balance(&did, &coordinator, json)
+        }
+        Command::Ledger { command: LedgerCommand::Audit { coordinator, json } } => {
+            cmd_mesh::audit(&coordinator, json)
+        }
+        Command::Demo { json } => cmd_demo::demo(json),
     };
     ExitCode::from(code)
 }

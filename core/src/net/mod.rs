@@ -116,16 +116,41 @@ pub fn dialer(bind: SocketAddr) -> Result<quinn::Endpoint, NetError> {
 }
 
 /// Dials `peer` as `key`; succeeds only if the peer proves it holds `peer.did`'s key.
+///
+/// No keep-alive: an idle executor's connection lapses after a minute and it redials, which costs a
+/// phone one wake-up a minute instead of a ping every few seconds. Clients that wait on a long job
+/// use [`connect_kept_alive`].
 pub async fn connect(
     endpoint: &quinn::Endpoint,
     key: &Keypair,
     peer: &PeerAddr,
 ) -> Result<quinn::Connection, NetError> {
+    connect_with(endpoint, key, peer, transport()).await
+}
+
+/// [`connect`] with a keep-alive ping every 15 s, for clients following a job to its end.
+pub async fn connect_kept_alive(
+    endpoint: &quinn::Endpoint,
+    key: &Keypair,
+    peer: &PeerAddr,
+) -> Result<quinn::Connection, NetError> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(quinn::VarInt::from_u32(60_000).into()));
+    t.keep_alive_interval(Some(std::time::Duration::from_secs(15)));
+    connect_with(endpoint, key, peer, Arc::new(t)).await
+}
+
+async fn connect_with(
+    endpoint: &quinn::Endpoint,
+    key: &Keypair,
+    peer: &PeerAddr,
+    transport_config: Arc<quinn::TransportConfig>,
+) -> Result<quinn::Connection, NetError> {
     let fail = |why: String| NetError::Connect { peer: peer.to_string(), why };
     let tls = tls::client_config(key, &peer.did)?;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| fail(e.to_string()))?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-    client.transport_config(transport());
+    client.transport_config(transport_config);
     // The server name is not checked (the DID is); quinn still needs a syntactically valid one.
     let connecting = endpoint.connect_with(client, peer.addr, "icn-mesh").map_err(|e| fail(e.to_string()))?;
     connecting.await.map_err(|e| fail(e.to_string()))

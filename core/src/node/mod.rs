@@ -1,0 +1,403 @@
+//! The executor: connects to a coordinator, bids on what it can run, runs awarded jobs in the sandbox
+//! with progress, sends signed results, keeps receipts.
+//!
+//! The decisions are pure ([`decide`]); this module is the driver around them — one QUIC connection,
+//! one control stream, one job at a time on a blocking thread, everything it signs or receives stored
+//! in the node's redb store. It runs on whatever tokio runtime the caller gives it (current-thread on
+//! phones and the `icn node` daemon).
+
+pub mod decide;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cid::Cid;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::dag::{SignedRecord, blob_cid};
+use crate::identity::{Did, Keypair};
+use crate::local::{NodeCaps, limits_for};
+use crate::market::{Bid, Capabilities, CapabilityProof};
+use crate::net::{self, Hello, PeerAddr, Role, frame};
+use crate::protocol::{Blob, FromExecutor, MAX_MESSAGE_BYTES, RecordBytes, ToExecutor};
+use crate::records::{
+    AwardRecord, ENGINE, JobRecord, ReceiptRecord, RefusalRecord, ResultRecord, ResultStatus,
+};
+use crate::sandbox::{Control, ExecStatus, Sandbox};
+use crate::store::Store;
+
+pub use decide::{BidTerms, decide_bid};
+
+/// While running a job, the node reports at least this often.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    #[error(transparent)]
+    Net(#[from] net::NetError),
+    #[error(transparent)]
+    Frame(#[from] frame::FrameError),
+    #[error("the coordinator broke the protocol: {0}")]
+    Protocol(String),
+    #[error("the connection to the coordinator closed: {0}")]
+    Closed(String),
+}
+
+/// What the node did, for the CLI and the phone app to show.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeEvent {
+    Connected { coordinator: Did },
+    Offered { job: Cid },
+    Bid { job: Cid, price: u64 },
+    Declined { job: Cid, reason: String },
+    Awarded { job: Cid },
+    Progress { job: Cid, permille: u16 },
+    Finished { job: Cid, status: ResultStatus, result: Cid },
+    Receipt { job: Cid, receipt: Cid, paid: u64 },
+    Refused { reason: String },
+}
+
+/// An executor node: its key, its store, its sandbox and what it offers.
+#[derive(Debug)]
+pub struct ExecutorNode {
+    pub key: Arc<Keypair>,
+    pub store: Arc<Store>,
+    pub sandbox: Arc<Sandbox>,
+    pub caps: NodeCaps,
+    pub capabilities: Capabilities,
+    pub price_per_hour: u64,
+}
+
+/// A finished run, waiting to be sent (at once, or after `Reveal` under Full(n)).
+struct Finished {
+    job: Cid,
+    record: SignedRecord<ResultRecord>,
+    output: Vec<u8>,
+}
+
+enum Work {
+    Progress { job: Cid, permille: u16, fuel_used: u64 },
+    Done(Box<Finished>, bool),
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `sha256(executor DID ‖ output CID)`: binds the output to the executor that commits to it.
+pub fn output_commitment(executor: &Did, output: &Cid) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(executor.as_str().as_bytes());
+    h.update(output.to_bytes());
+    h.finalize().into()
+}
+
+impl ExecutorNode {
+    /// Connects to `coordinator` and works until the connection ends.
+    pub async fn serve(
+        &self,
+        coordinator: &PeerAddr,
+        events: &mut dyn FnMut(NodeEvent),
+    ) -> Result<(), NodeError> {
+        let bind = if coordinator.addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+        let endpoint = net::dialer(bind.parse().unwrap_or_else(|_| unreachable!("literal address")))?;
+        let conn = net::connect(&endpoint, &self.key, coordinator).await?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| NodeError::Closed(e.to_string()))?;
+        frame::write(&mut send, &Hello::new(Role::Executor), MAX_MESSAGE_BYTES).await?;
+        let hello: Hello = frame::read(&mut recv, MAX_MESSAGE_BYTES).await?;
+        hello.check()?;
+        let register = FromExecutor::Register {
+            capabilities: self.capabilities.clone(),
+            price_per_hour: self.price_per_hour,
+            accepting: true,
+        };
+        frame::write(&mut send, &register, MAX_MESSAGE_BYTES).await?;
+        match frame::read::<ToExecutor>(&mut recv, MAX_MESSAGE_BYTES).await? {
+            ToExecutor::Registered => events(NodeEvent::Connected { coordinator: coordinator.did.clone() }),
+            other => return Err(NodeError::Protocol(format!("expected Registered, got {other:?}"))),
+        }
+
+        let (work_tx, mut work_rx) = mpsc::unbounded_channel::<Work>();
+        let mut running: Option<(Cid, Arc<Control>)> = None;
+        let mut unrevealed: Option<Finished> = None;
+        loop {
+            tokio::select! {
+                message = frame::read::<ToExecutor>(&mut recv, MAX_MESSAGE_BYTES) => {
+                    let message = match message {
+                        Ok(m) => m,
+                        Err(frame::FrameError::Closed) => return Ok(()),
+                        Err(e) => return Err(e.into()),
+                    };
+                    let reply = self.handle(message, coordinator, &mut running, &mut unrevealed, &work_tx, events)?;
+                    for m in reply {
+                        frame::write(&mut send, &m, MAX_MESSAGE_BYTES).await?;
+                    }
+                }
+                Some(work) = work_rx.recv() => match work {
+                    Work::Progress { job, permille, fuel_used } => {
+                        events(NodeEvent::Progress { job, permille });
+                        frame::write(&mut send, &FromExecutor::Progress { job, permille, fuel_used }, MAX_MESSAGE_BYTES).await?;
+                    }
+                    Work::Done(finished, reveal_first) => {
+                        running = None;
+                        events(NodeEvent::Finished {
+                            job: finished.job,
+                            status: finished.record.payload.status,
+                            result: finished.record.cid(),
+                        });
+                        if reveal_first {
+                            let output = finished.record.payload.output.unwrap_or_else(|| blob_cid(b""));
+                            let commitment = output_commitment(self.key.did(), &output);
+                            frame::write(&mut send, &FromExecutor::Commit { job: finished.job, commitment }, MAX_MESSAGE_BYTES).await?;
+                            unrevealed = Some(*finished);
+                        } else {
+                            let message = FromExecutor::Result {
+                                record: RecordBytes(finished.record.bytes().to_vec()),
+                                output: Blob(finished.output),
+                            };
+                            frame::write(&mut send, &message, MAX_MESSAGE_BYTES).await?;
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// One message from the coordinator; returns what to send back.
+    fn handle(
+        &self,
+        message: ToExecutor,
+        coordinator: &PeerAddr,
+        running: &mut Option<(Cid, Arc<Control>)>,
+        unrevealed: &mut Option<Finished>,
+        work_tx: &mpsc::UnboundedSender<Work>,
+        events: &mut dyn FnMut(NodeEvent),
+    ) -> Result<Vec<FromExecutor>, NodeError> {
+        match message {
+            ToExecutor::Offer { job, .. } => {
+                let job = SignedRecord::<JobRecord>::decode(&job.0)
+                    .map_err(|e| NodeError::Protocol(format!("offered job does not verify: {e}")))?;
+                events(NodeEvent::Offered { job: job.cid() });
+                let decision = if running.is_some() {
+                    Err("busy with another job".to_owned())
+                } else {
+                    decide_bid(&job.payload.spec, &self.capabilities, self.price_per_hour, true, now_secs())
+                };
+                match decision {
+                    Ok(terms) => {
+                        let bid = Bid {
+                            job: job.cid(),
+                            bidder: self.key.did().clone(),
+                            price: terms.price,
+                            completion_time: terms.completion_time,
+                            capabilities: self.capabilities.clone(),
+                            availability: terms.availability,
+                            reputation_score: 0.5,
+                            completed_similar: 0,
+                            success_rate: 1.0,
+                            capability_proof: CapabilityProof::default(),
+                            valid_until: terms.valid_until,
+                        };
+                        let record = SignedRecord::sign(bid, &self.key)
+                            .map_err(|e| NodeError::Protocol(format!("cannot sign a bid: {e}")))?;
+                        let _ = self.store.put_record(&record, Some(job.cid()));
+                        events(NodeEvent::Bid { job: job.cid(), price: terms.price });
+                        Ok(vec![FromExecutor::Bid(RecordBytes(record.bytes().to_vec()))])
+                    }
+                    Err(reason) => {
+                        events(NodeEvent::Declined { job: job.cid(), reason: reason.clone() });
+                        Ok(vec![FromExecutor::Decline { job: job.cid(), reason }])
+                    }
+                }
+            }
+            ToExecutor::Award { award, job, module, input, reveal_first } => {
+                let award = SignedRecord::<AwardRecord>::decode(&award.0)
+                    .map_err(|e| NodeError::Protocol(format!("award does not verify: {e}")))?;
+                if award.signer != coordinator.did
+                    || !award.payload.executors.contains(self.key.did())
+                        && !award.payload.validators.contains(self.key.did())
+                {
+                    return Err(NodeError::Protocol(
+                        "an award not signed by the coordinator, or not for us".into(),
+                    ));
+                }
+                let job = SignedRecord::<JobRecord>::decode(&job.0)
+                    .map_err(|e| NodeError::Protocol(format!("awarded job does not verify: {e}")))?;
+                if job.cid() != award.payload.job
+                    || blob_cid(&module.0) != job.payload.module
+                    || job.payload.input.is_some_and(|c| c != blob_cid(&input.0))
+                {
+                    return Err(NodeError::Protocol(
+                        "the awarded job, module or input does not match its CID".into(),
+                    ));
+                }
+                events(NodeEvent::Awarded { job: job.cid() });
+                let control = Arc::new(Control::default());
+                *running = Some((job.cid(), Arc::clone(&control)));
+                self.start(job, award, module.0, input.0, control, reveal_first, work_tx.clone());
+                Ok(Vec::new())
+            }
+            ToExecutor::Reveal { job } => match unrevealed.take() {
+                Some(finished) if finished.job == job => Ok(vec![FromExecutor::Result {
+                    record: RecordBytes(finished.record.bytes().to_vec()),
+                    output: Blob(finished.output),
+                }]),
+                other => {
+                    *unrevealed = other;
+                    Ok(Vec::new())
+                }
+            },
+            ToExecutor::Receipt(bytes) => {
+                let receipt = SignedRecord::<ReceiptRecord>::decode(&bytes.0)
+                    .map_err(|e| NodeError::Protocol(format!("receipt does not verify: {e}")))?;
+                if receipt.signer == coordinator.did {
+                    let _ = self.store.put_record(&receipt, Some(receipt.payload.job));
+                    events(NodeEvent::Receipt {
+                        job: receipt.payload.job,
+                        receipt: receipt.cid(),
+                        paid: receipt.payload.payment.total,
+                    });
+                }
+                Ok(Vec::new())
+            }
+            ToExecutor::Cancel { job, .. } => {
+                if let Some((running_job, control)) = running.as_ref()
+                    && *running_job == job
+                {
+                    control.cancel();
+                }
+                Ok(Vec::new())
+            }
+            ToExecutor::Refused(bytes) => {
+                if let Ok(refusal) = SignedRecord::<RefusalRecord>::decode(&bytes.0) {
+                    let _ = self.store.put_record(&refusal, refusal.payload.job);
+                    events(NodeEvent::Refused { reason: refusal.payload.reason.clone() });
+                }
+                Ok(Vec::new())
+            }
+            ToExecutor::Registered => Err(NodeError::Protocol("registered twice".into())),
+        }
+    }
+
+    /// Runs an awarded job on a blocking thread; progress and the result come back on `work`.
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &self,
+        job: SignedRecord<JobRecord>,
+        award: SignedRecord<AwardRecord>,
+        module: Vec<u8>,
+        input: Vec<u8>,
+        control: Arc<Control>,
+        reveal_first: bool,
+        work: mpsc::UnboundedSender<Work>,
+    ) {
+        let key = Arc::clone(&self.key);
+        let store = Arc::clone(&self.store);
+        let sandbox = Arc::clone(&self.sandbox);
+        let caps = self.caps.clone();
+        tokio::task::spawn_blocking(move || {
+            let job_cid = job.cid();
+            let spec = &job.payload.spec;
+            let entry = match &spec.runtime {
+                crate::spec::Runtime::WASM { function, .. } | crate::spec::Runtime::CCL { function, .. } => {
+                    function.clone()
+                }
+                _ => String::new(),
+            };
+            let input = match &spec.runtime {
+                crate::spec::Runtime::CCL { args, .. } if input.is_empty() => args.0.clone(),
+                _ => input,
+            };
+            let limits = limits_for(spec, &caps);
+            let started_at_ms = now_ms();
+            let (outcome, admitted_problem) = match sandbox.admit(&module, &entry) {
+                Ok(admitted) => {
+                    let mut last = (u16::MAX, std::time::Instant::now());
+                    let progress = work.clone();
+                    let outcome = sandbox.execute(
+                        &admitted,
+                        Arc::from(input.as_slice()),
+                        &limits,
+                        &control,
+                        &mut |p| {
+                            // Report each change, and at least every second: the coordinator takes a
+                            // silent executor for a dead one.
+                            if p.permille != last.0 || last.1.elapsed() >= HEARTBEAT {
+                                last = (p.permille, std::time::Instant::now());
+                                let _ = progress.send(Work::Progress {
+                                    job: job_cid,
+                                    permille: p.permille,
+                                    fuel_used: p.fuel_used,
+                                });
+                            }
+                        },
+                    );
+                    (Some(outcome), None)
+                }
+                Err(problem) => (None, Some(problem)),
+            };
+            let (status, failure, problem, exit_code, output, fuel_used, peak, truncated) = match &outcome {
+                Some(o) => (
+                    match o.status {
+                        ExecStatus::Completed => ResultStatus::Completed,
+                        ExecStatus::Failed => ResultStatus::Failed,
+                        ExecStatus::Cancelled => ResultStatus::Cancelled,
+                    },
+                    o.failure,
+                    o.problem.clone(),
+                    o.exit_code,
+                    o.output.clone(),
+                    o.fuel_used,
+                    o.peak_memory_bytes,
+                    o.output_truncated,
+                ),
+                None => (
+                    ResultStatus::Failed,
+                    Some(crate::error::FailureReason::InvalidInput),
+                    admitted_problem,
+                    None,
+                    Vec::new(),
+                    0,
+                    0,
+                    false,
+                ),
+            };
+            let output_cid =
+                (status == ResultStatus::Completed || !output.is_empty()).then(|| blob_cid(&output));
+            let record = ResultRecord {
+                job: job_cid,
+                award: Some(award.cid()),
+                status,
+                failure,
+                code: problem.as_ref().map(|p| p.code),
+                message: problem.map(|p| p.message),
+                exit_code,
+                output: output_cid,
+                output_bytes: output.len() as u64,
+                output_truncated: truncated,
+                fuel_used,
+                fuel_budget: limits.fuel,
+                peak_memory_bytes: peak,
+                started_at_ms,
+                finished_at_ms: now_ms(),
+                engine: ENGINE.to_owned(),
+            };
+            let Ok(record) = SignedRecord::sign(record, &key) else { return };
+            if let Ok(mut batch) = store.batch() {
+                let _ = batch.put_blob(&module);
+                let _ = batch.put_blob(&output);
+                let _ = batch.put_record(&job, Some(job_cid));
+                let _ = batch.put_record(&award, Some(job_cid));
+                let _ = batch.put_record(&record, Some(job_cid));
+                let _ = batch.commit();
+            }
+            let _ = work.send(Work::Done(Box::new(Finished { job: job_cid, record, output }), reveal_first));
+        });
+    }
+}

@@ -1,0 +1,303 @@
+//! The coordinator: takes jobs, runs auctions, keeps the ledger — the network driver around `state`.
+//!
+//! One QUIC endpoint; each connection proves its DID in the handshake, then says in its hello whether
+//! it is an executor (one long-lived control stream) or a client (one stream per request). All
+//! decisions happen in [`state::State`] under one lock, which is never held across an await.
+
+pub mod state;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use icn_mesh_core::dag::SignedRecord;
+use icn_mesh_core::identity::{Did, Keypair};
+use icn_mesh_core::net::{self, Hello, PeerAddr, Role, frame};
+use icn_mesh_core::protocol::{
+    AuditReport, ClientReply, ClientRequest, FromExecutor, MAX_MESSAGE_BYTES, ToExecutor,
+};
+use icn_mesh_core::records::GenesisRecord;
+use icn_mesh_core::spec::Mana;
+use icn_mesh_core::store::Store;
+use tokio::sync::mpsc;
+
+use crate::ledger::{Ledger, RedbLedger};
+use state::{ExecutorEntry, State};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoordinatorError {
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Net(#[from] net::NetError),
+}
+
+/// How the coordinator starts.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    pub listen: SocketAddr,
+    pub data: PathBuf,
+    pub grants: Vec<(Did, Mana)>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+type Shared = Arc<Mutex<State>>;
+
+fn lock(state: &Shared) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Opens the store, key and ledger in `data`, applies the genesis grants once, listens, and calls
+/// `ready` with the address to give executors and clients. Runs until the endpoint closes.
+pub async fn run(config: CoordinatorConfig, ready: impl FnOnce(&PeerAddr)) -> Result<(), CoordinatorError> {
+    let setup = |e: String| CoordinatorError::Setup(e);
+    std::fs::create_dir_all(&config.data).map_err(|e| setup(format!("{}: {e}", config.data.display())))?;
+    let key =
+        Arc::new(Keypair::load_or_create(&config.data.join("node.key")).map_err(|e| setup(e.to_string()))?);
+    let store = Store::open(&config.data.join("store.redb")).map_err(|e| setup(e.to_string()))?;
+    let ledger = RedbLedger::open(&config.data.join("ledger.redb")).map_err(|e| setup(e.to_string()))?;
+    apply_genesis(&key, &store, &ledger, &config.grants)?;
+
+    let endpoint = net::listen(&key, config.listen)?;
+    let address =
+        PeerAddr { did: key.did().clone(), addr: endpoint.local_addr().map_err(|e| setup(e.to_string()))? };
+    write_address(&config.data, &address)?;
+    ready(&address);
+
+    let state: Shared = Arc::new(Mutex::new(State {
+        key,
+        store,
+        ledger,
+        executors: Default::default(),
+        jobs: Default::default(),
+        reputation: Default::default(),
+        bid_deadlines: Vec::new(),
+        last_seen: Default::default(),
+    }));
+    let ticker = Arc::clone(&state);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            every.tick().await;
+            lock(&ticker).tick(now_ms());
+        }
+    });
+    while let Some(incoming) = endpoint.accept().await {
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            if let Err(e) = connection(state, incoming).await {
+                tracing::info!("connection ended: {e}");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// The genesis record is deterministic (ed25519 signatures are), so the same grants give the same
+/// CID and the ledger applies them once, however often the coordinator restarts.
+fn apply_genesis(
+    key: &Keypair,
+    store: &Store,
+    ledger: &RedbLedger,
+    grants: &[(Did, Mana)],
+) -> Result<(), CoordinatorError> {
+    if grants.is_empty() {
+        return Ok(());
+    }
+    let mut grants = grants.to_vec();
+    grants.sort();
+    let record = SignedRecord::sign(GenesisRecord { grants: grants.clone() }, key)
+        .map_err(|e| CoordinatorError::Setup(e.to_string()))?;
+    store.put_record(&record, None).map_err(|e| CoordinatorError::Setup(e.to_string()))?;
+    for (did, amount) in grants {
+        ledger
+            .grant(&format!("genesis:{}:{did}", record.cid()), did.as_str(), amount)
+            .map_err(|e| CoordinatorError::Setup(e.to_string()))?;
+    }
+    Ok(())
+}
+
+fn write_address(data: &Path, address: &PeerAddr) -> Result<(), CoordinatorError> {
+    let tmp = data.join("address.tmp");
+    std::fs::write(&tmp, format!("{address}\n"))
+        .and_then(|()| std::fs::rename(&tmp, data.join("address")))
+        .map_err(|e| CoordinatorError::Setup(format!("cannot write {}/address: {e}", data.display())))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Net(#[from] net::NetError),
+    #[error(transparent)]
+    Frame(#[from] frame::FrameError),
+    #[error("{0}")]
+    Protocol(String),
+}
+
+async fn connection(state: Shared, incoming: quinn::Incoming) -> Result<(), SessionError> {
+    let conn = incoming.await.map_err(|e| SessionError::Protocol(e.to_string()))?;
+    let peer = net::peer_did(&conn)?;
+    let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| SessionError::Protocol(e.to_string()))?;
+    let hello: Hello = frame::read(&mut recv, MAX_MESSAGE_BYTES).await?;
+    frame::write(&mut send, &Hello::new(Role::Coordinator), MAX_MESSAGE_BYTES).await?;
+    hello.check()?;
+    match hello.role {
+        Role::Executor => executor_session(state, peer, send, recv).await,
+        Role::Client => {
+            client_request(&state, &peer, send, recv).await?;
+            // Further requests on further streams of the same connection.
+            while let Ok((send, recv)) = conn.accept_bi().await {
+                let state = Arc::clone(&state);
+                let peer = peer.clone();
+                tokio::spawn(async move { client_request(&state, &peer, send, recv).await });
+            }
+            Ok(())
+        }
+        Role::Coordinator => {
+            Err(SessionError::Protocol("coordinator federation is not supported yet".into()))
+        }
+    }
+}
+
+async fn executor_session(
+    state: Shared,
+    did: Did,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) -> Result<(), SessionError> {
+    let FromExecutor::Register { capabilities, accepting, .. } =
+        frame::read(&mut recv, MAX_MESSAGE_BYTES).await?
+    else {
+        return Err(SessionError::Protocol("an executor must register first".into()));
+    };
+    frame::write(&mut send, &ToExecutor::Registered, MAX_MESSAGE_BYTES).await?;
+    let (outbox, mut rx) = mpsc::unbounded_channel::<ToExecutor>();
+    {
+        let mut s = lock(&state);
+        s.executors.insert(did.clone(), ExecutorEntry { outbox, capabilities, accepting, busy: None });
+        s.last_seen.insert(did.clone(), now_ms());
+        s.offer_pending(now_ms());
+    }
+    tracing::info!("executor {did} joined");
+    let writer = tokio::spawn(async move {
+        while let Some(message) = rx.recv().await {
+            if frame::write(&mut send, &message, MAX_MESSAGE_BYTES).await.is_err() {
+                break;
+            }
+        }
+    });
+    // A flood of messages from one executor is cut off: at most this many per second.
+    let mut window = (now_ms(), 0u32);
+    let result = loop {
+        let message = match frame::read::<FromExecutor>(&mut recv, MAX_MESSAGE_BYTES).await {
+            Ok(m) => m,
+            Err(frame::FrameError::Closed) => break Ok(()),
+            Err(e) => break Err(e.into()),
+        };
+        let now = now_ms();
+        if now - window.0 >= 1000 {
+            window = (now, 0);
+        }
+        window.1 += 1;
+        if window.1 > MAX_MESSAGES_PER_SECOND {
+            break Err(SessionError::Protocol(format!(
+                "{did} sent more than {MAX_MESSAGES_PER_SECOND} messages in a second"
+            )));
+        }
+        let mut s = lock(&state);
+        s.last_seen.insert(did.clone(), now);
+        match message {
+            FromExecutor::Bid(bytes) => s.bid(&did, &bytes, now),
+            FromExecutor::Decline { job, .. } => s.decline(&did, job, now),
+            FromExecutor::Progress { job, permille, .. } => s.progress(&did, job, permille),
+            FromExecutor::Commit { job, commitment } => s.commit(&did, job, commitment),
+            FromExecutor::Result { record, output } => s.result(&did, &record, output, now),
+            FromExecutor::Accepting(accepting) => {
+                if let Some(e) = s.executors.get_mut(&did) {
+                    e.accepting = accepting;
+                }
+                s.offer_pending(now);
+            }
+            FromExecutor::Register { .. } => break Err(SessionError::Protocol("registered twice".into())),
+        }
+    };
+    lock(&state).executor_gone(&did, now_ms());
+    writer.abort();
+    tracing::info!("executor {did} left");
+    result
+}
+
+/// Messages per second one executor may send before it is disconnected.
+pub const MAX_MESSAGES_PER_SECOND: u32 = 2000;
+
+async fn client_request(
+    state: &Shared,
+    peer: &Did,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) -> Result<(), SessionError> {
+    let request: ClientRequest = frame::read(&mut recv, MAX_MESSAGE_BYTES).await?;
+    match request {
+        ClientRequest::Submit { job, module, input, wait } => {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let first = lock(state).submit(peer, &job, module, input, wait.then(|| tx.clone()), now_ms());
+            let accepted = matches!(first, ClientReply::Accepted { .. });
+            frame::write(&mut send, &first, MAX_MESSAGE_BYTES).await?;
+            if wait && accepted {
+                // The job may already be final (a resubmission of a finished job).
+                if let ClientReply::Accepted { job } = first {
+                    let done = lock(state).jobs.get(&job).is_some_and(|j| j.waiters.is_empty());
+                    if done {
+                        let report = lock(state).final_report(job);
+                        frame::write(&mut send, &ClientReply::Final(report), MAX_MESSAGE_BYTES).await?;
+                        return Ok(());
+                    }
+                }
+                drop(tx);
+                while let Some(reply) = rx.recv().await {
+                    let last = matches!(reply, ClientReply::Final(_));
+                    frame::write(&mut send, &reply, MAX_MESSAGE_BYTES).await?;
+                    if last {
+                        break;
+                    }
+                }
+            }
+        }
+        ClientRequest::Status { job } => {
+            let reply = match lock(state).status(&job) {
+                Some(report) => ClientReply::Status(report),
+                None => ClientReply::Refused {
+                    code: icn_mesh_core::ErrorCode::J001,
+                    message: format!("no job {job} here"),
+                },
+            };
+            frame::write(&mut send, &reply, MAX_MESSAGE_BYTES).await?;
+        }
+        ClientRequest::Balance { did } => {
+            let reply = match lock(state).ledger.account(&did) {
+                Ok((balance, locked)) => ClientReply::Balance { did, balance, locked },
+                Err(e) => ClientReply::Refused { code: e.code(), message: e.to_string() },
+            };
+            frame::write(&mut send, &reply, MAX_MESSAGE_BYTES).await?;
+        }
+        ClientRequest::Audit => {
+            let reply = match lock(state).ledger.audit() {
+                Ok(a) => ClientReply::Audit(AuditReport {
+                    granted: a.granted,
+                    accounts: a.accounts.into_iter().map(|x| (x.did, x.balance, x.locked)).collect(),
+                    sink: a.sink,
+                    conserved: a.conserved,
+                }),
+                Err(e) => ClientReply::Refused { code: e.code(), message: e.to_string() },
+            };
+            frame::write(&mut send, &reply, MAX_MESSAGE_BYTES).await?;
+        }
+    }
+    let _ = send.finish();
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! The mesh between real processes on loopback: a coordinator and executors as separate `icn`
+//! processes over QUIC, driven through the CLI as scripts drive it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn icn() -> &'static str {
+    env!("CARGO_BIN_EXE_icn")
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn json_lines(out: &std::process::Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+fn run(args: &[&str]) -> (i32, Vec<Value>, String) {
+    let out = Command::new(icn()).args(args).output().expect("icn runs");
+    // One (pretty) JSON object, or JSON lines (`submit --wait` prints the job id, then the end).
+    let values = match serde_json::from_slice::<Value>(&out.stdout) {
+        Ok(v) => vec![v],
+        Err(_) => json_lines(&out),
+    };
+    (out.status.code().unwrap_or(-1), values, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn wait_for(path: &Path) -> String {
+    let start = Instant::now();
+    loop {
+        if let Ok(t) = std::fs::read_to_string(path)
+            && !t.trim().is_empty()
+        {
+            return t.trim().to_owned();
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn demo_runs_real_jobs_end_to_end() {
+    let out = Command::new(icn()).args(["demo", "--json"]).output().expect("demo runs");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "demo printed no JSON: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(out.status.success(), "{report:#}");
+    assert_eq!(report["ok"], true, "{report:#}");
+    assert_eq!(report["conserved"], true);
+    assert!(
+        report["sink"].as_u64().expect("sink") > 0,
+        "the killed executor's stake was slashed: {report:#}"
+    );
+    let jobs = report["jobs"].as_array().expect("jobs");
+    assert_eq!(jobs.len(), 5);
+    for job in jobs {
+        assert_eq!(job["status"], "completed", "{job:#}");
+        assert!(!job["receipts"].as_array().expect("receipts").is_empty(), "{job:#}");
+    }
+    // Full(3): three executors, three receipts.
+    assert_eq!(jobs[1]["executors"].as_array().expect("executors").len(), 3);
+    assert_eq!(jobs[1]["receipts"].as_array().expect("receipts").len(), 3);
+}
+
+#[test]
+fn the_script_facing_contract_holds_between_processes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = |name: &str| dir.path().join(name).display().to_string();
+    let (code, keygen, _) = run(&["keygen", "--out", &d("submitter.key"), "--json"]);
+    assert_eq!(code, 0);
+    let submitter = keygen[0]["did"].as_str().expect("did").to_owned();
+    let (_, poor, _) = run(&["keygen", "--out", &d("poor.key"), "--json"]);
+    let poor_did = poor[0]["did"].as_str().expect("did").to_owned();
+
+    let mut procs = Procs(Vec::new());
+    procs.0.push(
+        Command::new(icn())
+            .args(["coordinator", "--listen", "127.0.0.1:0", "--data", &d("coord")])
+            .args(["--grant", &format!("{submitter}=5000"), "--grant", &format!("{poor_did}=3")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("coordinator"),
+    );
+    let address = wait_for(&dir.path().join("coord/address"));
+    assert!(address.starts_with("did:key:z6Mk") && address.contains("@127.0.0.1:"), "{address}");
+    for i in 0..2 {
+        procs.0.push(
+            Command::new(icn())
+                .args([
+                    "node",
+                    "--coordinator",
+                    &address,
+                    "--data",
+                    &d(&format!("node{i}")),
+                    "--price-per-hour",
+                    "20000",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("node"),
+        );
+    }
+    let node_did = wait_for(&dir.path().join("node0/did"));
+    assert!(node_did.starts_with("did:key:"));
+    std::thread::sleep(Duration::from_millis(500));
+
+    let spec = root().join("examples/specs/sieve.json").display().to_string();
+    let module = root().join("examples/jobs/sieve.wasm").display().to_string();
+    // Submit without waiting: {"job_id"} as soon as the job is recorded.
+    let (code, lines, err) = run(&[
+        "job",
+        "submit",
+        &spec,
+        "--coordinator",
+        &address,
+        "--key",
+        &d("submitter.key"),
+        "--module",
+        &module,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let job_id = lines[0]["job_id"].as_str().expect("job_id").to_owned();
+    let (code, status, _) = run(&["job", "status", &job_id, "--coordinator", &address, "--json"]);
+    assert_eq!(code, 0);
+    for field in ["job_id", "status", "executors", "health", "reason"] {
+        assert!(status[0].get(field).is_some(), "status lacks {field}: {}", status[0]);
+    }
+    let states =
+        ["pending", "bidding", "assigned", "running", "validating", "completed", "failed", "cancelled"];
+    assert!(states.contains(&status[0]["status"].as_str().expect("status")));
+
+    // A second job, followed to its end with --wait (a new submission is a new signed job).
+    let (code, lines, err) = run(&[
+        "job",
+        "submit",
+        &spec,
+        "--coordinator",
+        &address,
+        "--key",
+        &d("submitter.key"),
+        "--module",
+        &module,
+        "--wait",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(lines[0]["job_id"].is_string(), "the job id comes first: {lines:?}");
+    let last = lines.last().expect("final");
+    for field in ["job_id", "status", "output_cid", "executors", "paid", "receipts"] {
+        assert!(last.get(field).is_some(), "final lacks {field}: {last}");
+    }
+    assert_eq!(last["status"], "completed", "{last}");
+    let receipt = last["receipts"][0].as_str().expect("receipt").to_owned();
+    // The first job has finished by now too.
+    let start = Instant::now();
+    while run(&["job", "status", &job_id, "--coordinator", &address, "--json"]).1[0]["status"] != "completed"
+    {
+        assert!(start.elapsed() < Duration::from_secs(60), "the first job never completed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The ledger: what the submitter lost is exactly what the executors gained, and it all adds up.
+    let (code, audit, _) = run(&["ledger", "audit", "--coordinator", &address, "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(audit[0]["conserved"], true, "{}", audit[0]);
+    assert_eq!(audit[0]["granted"], 5003);
+    let accounts = audit[0]["accounts"].as_array().expect("accounts");
+    assert!(
+        accounts
+            .iter()
+            .all(|a| a.get("did").is_some() && a.get("balance").is_some() && a.get("locked").is_some())
+    );
+    let earned: u64 = accounts
+        .iter()
+        .filter(|a| a["did"] != submitter.as_str() && a["did"] != poor_did.as_str())
+        .map(|a| a["balance"].as_u64().expect("balance") + a["locked"].as_u64().expect("locked"))
+        .sum();
+    assert!(earned > 0);
+    let (code, balance, _) = run(&["ledger", "balance", &submitter, "--coordinator", &address, "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        (balance[0]["balance"].as_u64(), balance[0]["locked"].as_u64()),
+        (Some(5000 - earned), Some(0)),
+        "{}",
+        balance[0]
+    );
+
+    // Refusals between processes, each with its code, nothing locked.
+    let (code, lines, _) = run(&[
+        "job",
+        "submit",
+        &spec,
+        "--coordinator",
+        &address,
+        "--key",
+        &d("poor.key"),
+        "--module",
+        &module,
+        "--json",
+    ]);
+    assert_eq!((code, lines[0]["code"].as_str()), (2, Some("J002")), "{lines:?}");
+    let zk = dir.path().join("zk.json");
+    std::fs::write(
+        &zk,
+        r#"{"runtime": {"type": "WASM"}, "budget": {"max_total": 10}, "redundancy": "ZeroKnowledge"}"#,
+    )
+    .expect("write");
+    let (code, lines, _) = run(&[
+        "job",
+        "submit",
+        &zk.display().to_string(),
+        "--coordinator",
+        &address,
+        "--key",
+        &d("submitter.key"),
+        "--module",
+        &module,
+        "--json",
+    ]);
+    assert_eq!((code, lines[0]["code"].as_str()), (2, Some("J005")), "{lines:?}");
+    let (_, audit, _) = run(&["ledger", "audit", "--coordinator", &address, "--json"]);
+    assert_eq!(audit[0]["conserved"], true);
+    let poor_account = audit[0]["accounts"]
+        .as_array()
+        .expect("accounts")
+        .iter()
+        .find(|a| a["did"] == poor_did.as_str())
+        .cloned();
+    assert_eq!(poor_account.map(|a| (a["balance"].clone(), a["locked"].clone())), Some((3.into(), 0.into())));
+
+    // Stop everything; the stores then hold the signed receipt on both sides.
+    drop(procs);
+    let (code, _, err) = run(&["dag", "show", &receipt, "--data", &d("coord"), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let executor_dir = (0..2).map(|i| d(&format!("node{i}"))).find(|dir| {
+        Command::new(icn())
+            .args(["dag", "export", &receipt, "--data", dir])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    assert!(executor_dir.is_some(), "the paid executor's store holds the receipt");
+}
