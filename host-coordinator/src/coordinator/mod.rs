@@ -4,6 +4,8 @@
 //! it is an executor (one long-lived control stream) or a client (one stream per request). All
 //! decisions happen in [`state::State`] under one lock, which is never held across an await.
 
+mod auction;
+mod judge;
 pub mod state;
 
 use std::net::SocketAddr;
