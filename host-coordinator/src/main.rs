@@ -100,6 +100,15 @@ enum LedgerCommand {
 }
 
 fn main() -> ExitCode {
+    // Logs go to stderr; `ICN_LOG=info` (or debug, or a per-module filter) shows more than warnings.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ICN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Keygen { out, json } => keygen(out, json),
