@@ -341,3 +341,152 @@ fn hostile_executors_are_refused_and_the_job_still_completes() {
     assert_eq!(audit["granted"], 12_000);
     assert_eq!(audit["sink"], 2, "half the cheat's 5-mana stake: {audit}");
 }
+
+/// Plays a cheating executor for one job: bids low, and when awarded, commits to and reveals an
+/// output it made up. Returns once it has revealed.
+async fn cheat_once(hostile: &mut Hostile, cheat: &Keypair) {
+    let job = loop {
+        if let ToExecutor::Offer { job, .. } = hostile.next().await {
+            break SignedRecord::<JobRecord>::decode(&job.0).expect("job");
+        }
+    };
+    // The lowest bid, so the cheat is chosen (its stake: 5).
+    let bid = SignedRecord::sign(bid(job.cid(), cheat, 100), cheat).expect("sign");
+    hostile.send(&FromExecutor::Bid(RecordBytes(bid.bytes().to_vec()))).await;
+    let (award, reveal_first) = loop {
+        if let ToExecutor::Award { award, reveal_first, .. } = hostile.next().await {
+            break (SignedRecord::<AwardRecord>::decode(&award.0).expect("award"), reveal_first);
+        }
+    };
+    assert!(reveal_first, "redundant jobs commit before they reveal");
+    let made_up = b"not the real answer".to_vec();
+    let output = icn_mesh_core::dag::blob_cid(&made_up);
+    let commitment = icn_mesh_core::node::output_commitment(cheat.did(), &output);
+    hostile.send(&FromExecutor::Commit { job: job.cid(), commitment }).await;
+    // Wait for the others to commit, sending the heartbeat an honest executor sends while it works.
+    loop {
+        tokio::select! {
+            message = frame::read::<ToExecutor>(&mut hostile.recv, MAX_MESSAGE_BYTES) => {
+                if let ToExecutor::Reveal { .. } = message.expect("a message") {
+                    break;
+                }
+            }
+            () = tokio::time::sleep(Duration::from_millis(500)) => {
+                let beat = FromExecutor::Progress { job: job.cid(), permille: 1000, fuel_used: 1 };
+                frame::write(&mut hostile.send, &beat, MAX_MESSAGE_BYTES).await.expect("heartbeat");
+            }
+        }
+    }
+    let result = ResultRecord {
+        job: job.cid(),
+        award: Some(award.cid()),
+        status: ResultStatus::Completed,
+        failure: None,
+        code: None,
+        message: None,
+        exit_code: Some(0),
+        output: Some(output),
+        output_bytes: made_up.len() as u64,
+        output_truncated: false,
+        fuel_used: 1,
+        fuel_budget: 1,
+        peak_memory_bytes: 0,
+        started_at_ms: 0,
+        finished_at_ms: 0,
+        engine: ENGINE.to_owned(),
+    };
+    let result = SignedRecord::sign(result, cheat).expect("sign");
+    hostile
+        .send(&FromExecutor::Result { record: RecordBytes(result.bytes().to_vec()), output: Blob(made_up) })
+        .await;
+}
+
+#[test]
+fn wrong_outputs_are_outvoted_and_slashed_under_full_and_sampling() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = |n: &str| dir.path().join(n).display().to_string();
+    let submitter = Keypair::generate().expect("key");
+    submitter.save(&dir.path().join("sub.key")).expect("save");
+    let cheat = Keypair::generate().expect("key");
+    let mut grants = vec![format!("{}=10000", submitter.did()), format!("{}=1000", cheat.did())];
+    let mut honest_dirs = Vec::new();
+    for i in 0..3 {
+        let key = Keypair::generate().expect("key");
+        let h = dir.path().join(format!("honest{i}"));
+        std::fs::create_dir_all(&h).expect("dir");
+        key.save(&h.join("node.key")).expect("save");
+        grants.push(format!("{}=1000", key.did()));
+        honest_dirs.push(h.display().to_string());
+    }
+    let mut procs = Procs(Vec::new());
+    let mut coordinator_cmd = Command::new(icn());
+    coordinator_cmd.args(["coordinator", "--listen", "127.0.0.1:0", "--data", &d("coord")]);
+    for g in &grants {
+        coordinator_cmd.args(["--grant", g]);
+    }
+    procs.0.push(coordinator_cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("coordinator"));
+    let address = wait_for(&dir.path().join("coord/address"));
+    let coordinator = PeerAddr::parse(&address).expect("address");
+    for h in &honest_dirs {
+        procs.0.push(
+            Command::new(icn())
+                .args(["node", "--coordinator", &address, "--data", h, "--price-per-hour", "200000"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("node"),
+        );
+        wait_for(&Path::new(h).join("did"));
+    }
+    let module =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/jobs/sieve.wasm").display().to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let sink = |address: &str| -> u64 {
+        let out = Command::new(icn())
+            .args(["ledger", "audit", "--coordinator", address, "--json"])
+            .output()
+            .expect("audit");
+        let audit: Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(audit["conserved"], true, "{audit}");
+        audit["sink"].as_u64().expect("sink")
+    };
+
+    for (redundancy, expect) in [("Full(3)", "completed"), ("Sampling(3)", "failed")] {
+        let spec = dir.path().join("spec.json");
+        std::fs::write(
+            &spec,
+            format!(r#"{{"runtime": {{"type": "WASM"}}, "budget": {{"max_total": 1000}}, "selection_strategy": "LowestPrice", "redundancy": "{redundancy}"}}"#),
+        )
+        .expect("spec");
+        let sink_before = sink(&address);
+        let job_id = rt.block_on(async {
+            let mut hostile = Hostile::join(&coordinator, &cheat).await;
+            std::thread::sleep(Duration::from_millis(300));
+            let job_id = submit(&address, &d("sub.key"), &spec.display().to_string(), &module);
+            cheat_once(&mut hostile, &cheat).await;
+            let start = Instant::now();
+            loop {
+                let s = status(&address, &job_id);
+                if s["status"] == "completed" || s["status"] == "failed" {
+                    assert_eq!(s["status"], expect, "{redundancy}: {s}");
+                    break;
+                }
+                assert!(start.elapsed() < Duration::from_secs(60), "{redundancy}: never finished: {s}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            job_id
+        });
+        let coord_log = Command::new(icn())
+            .args(["job", "status", &job_id, "--coordinator", &address, "--json"])
+            .output()
+            .expect("status");
+        let s: Value = serde_json::from_slice(&coord_log.stdout).expect("json");
+        let reason = s["reason"].as_str().unwrap_or_default().to_owned();
+        match redundancy {
+            "Full(3)" => assert!(reason.contains("dispute") && reason.contains("1 outvoted"), "{reason}"),
+            _ => assert!(reason.contains("rejected"), "{reason}"),
+        }
+        // The cheat's whole stake (5% of its 100) went to the sink; nobody else lost anything.
+        assert_eq!(sink(&address), sink_before + 5, "{redundancy}");
+    }
+}
