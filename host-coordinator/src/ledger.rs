@@ -103,6 +103,8 @@ pub trait Ledger {
     fn resolve(&self, op: &str, lock: &str, resolution: &Resolution) -> Result<(), LedgerError>;
     /// (balance, locked) of `did`; zeros for an unknown account.
     fn account(&self, did: &str) -> Result<(Mana, Mana), LedgerError>;
+    /// The open locks whose names start with `prefix`.
+    fn locks_with_prefix(&self, prefix: &str) -> Result<Vec<String>, LedgerError>;
     fn audit(&self) -> Result<Audit, LedgerError>;
 }
 
@@ -236,6 +238,21 @@ impl Ledger for RedbLedger {
     fn account(&self, did: &str) -> Result<(Mana, Mana), LedgerError> {
         let tx = self.db.begin_read()?;
         Ok(tx.open_table(ACCOUNTS)?.get(did)?.map_or((0, 0), |v| unpack(v.value())))
+    }
+
+    fn locks_with_prefix(&self, prefix: &str) -> Result<Vec<String>, LedgerError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(LOCKS)?;
+        let mut out = Vec::new();
+        for entry in table.range(prefix..)? {
+            let (name, _) = entry?;
+            let name = name.value();
+            if !name.starts_with(prefix) {
+                break;
+            }
+            out.push(name.to_owned());
+        }
+        Ok(out)
     }
 
     fn audit(&self) -> Result<Audit, LedgerError> {

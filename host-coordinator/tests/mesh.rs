@@ -262,3 +262,118 @@ fn the_script_facing_contract_holds_between_processes() {
     });
     assert!(executor_dir.is_some(), "the paid executor's store holds the receipt");
 }
+
+#[test]
+fn a_coordinator_killed_mid_job_restarts_and_finishes_it_paying_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = |name: &str| dir.path().join(name).display().to_string();
+    let (_, keygen, _) = run(&["keygen", "--out", &d("submitter.key"), "--json"]);
+    let submitter = keygen[0]["did"].as_str().expect("did").to_owned();
+    let node_key = icn_mesh_core::identity::Keypair::generate().expect("key");
+    std::fs::create_dir_all(dir.path().join("node")).expect("dir");
+    node_key.save(&dir.path().join("node/node.key")).expect("save");
+    let grants = [format!("{submitter}=5000"), format!("{}=1000", node_key.did())];
+    let start_coordinator = |listen: &str| {
+        Command::new(icn())
+            .args([
+                "coordinator",
+                "--listen",
+                listen,
+                "--data",
+                &d("coord"),
+                "--grant",
+                &grants[0],
+                "--grant",
+                &grants[1],
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("coordinator")
+    };
+    let mut coordinator = start_coordinator("127.0.0.1:0");
+    let address = wait_for(&dir.path().join("coord/address"));
+    let port = address.rsplit(':').next().expect("port").to_owned();
+    let mut procs = Procs(Vec::new());
+    procs.0.push(
+        Command::new(icn())
+            .args(["node", "--coordinator", &address, "--data", &d("node"), "--price-per-hour", "20000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node"),
+    );
+    wait_for(&dir.path().join("node/did"));
+    std::thread::sleep(Duration::from_millis(300));
+
+    // A job long enough to be running when the coordinator dies (≈ 10 s unoptimised, ~0.2 s optimised).
+    let spec = dir.path().join("long.json");
+    let n = if cfg!(debug_assertions) { "3000000" } else { "20000000" };
+    std::fs::write(&spec, r#"{"runtime": {"type": "WASM", "memory_pages": 256}, "compute": {"estimated_cpu_hours": 0.002}, "budget": {"max_total": 500}}"#).expect("spec");
+    let input = dir.path().join("n.txt");
+    std::fs::write(&input, n).expect("input");
+    let module = root().join("examples/jobs/sieve.wasm").display().to_string();
+    let (code, lines, err) = run(&[
+        "job",
+        "submit",
+        &spec.display().to_string(),
+        "--coordinator",
+        &address,
+        "--key",
+        &d("submitter.key"),
+        "--module",
+        &module,
+        "--input",
+        &input.display().to_string(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let job_id = lines[0]["job_id"].as_str().expect("job id").to_owned();
+    let start = Instant::now();
+    while !["assigned", "running"].contains(
+        &run(&["job", "status", &job_id, "--coordinator", &address, "--json"]).1[0]["status"]
+            .as_str()
+            .unwrap_or(""),
+    ) {
+        assert!(start.elapsed() < Duration::from_secs(20), "the job never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // SIGKILL, then a restart on the same address: the genesis grants are not applied twice, the job
+    // runs again and completes, and the submitter pays once.
+    coordinator.kill().expect("SIGKILL");
+    coordinator.wait().expect("reaped");
+    let coordinator = start_coordinator(&format!("127.0.0.1:{port}"));
+    procs.0.push(coordinator);
+    let start = Instant::now();
+    let final_status = loop {
+        let (_, s, _) = run(&["job", "status", &job_id, "--coordinator", &address, "--json"]);
+        if let Some(s) = s.first()
+            && (s["status"] == "completed" || s["status"] == "failed")
+        {
+            break s.clone();
+        }
+        assert!(start.elapsed() < Duration::from_secs(90), "the job never finished after the restart");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(final_status["status"], "completed", "{final_status}");
+    let (_, audit, _) = run(&["ledger", "audit", "--coordinator", &address, "--json"]);
+    assert_eq!(audit[0]["conserved"], true, "{}", audit[0]);
+    assert_eq!(audit[0]["granted"], 6000, "genesis applied once: {}", audit[0]);
+    let accounts = audit[0]["accounts"].as_array().expect("accounts");
+    let of = |did: &str| {
+        accounts
+            .iter()
+            .find(|a| a["did"] == did)
+            .map(|a| (a["balance"].as_u64().expect("b"), a["locked"].as_u64().expect("l")))
+    };
+    let (node_balance, node_locked) = of(node_key.did().as_str()).expect("node account");
+    let (sub_balance, sub_locked) = of(&submitter).expect("submitter account");
+    assert_eq!((node_locked, sub_locked), (0, 0), "nothing left locked");
+    assert!(node_balance > 1000, "the node was paid");
+    assert_eq!(
+        sub_balance,
+        5000 - (node_balance - 1000),
+        "the submitter paid exactly what the node earned, once"
+    );
+}

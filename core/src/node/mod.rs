@@ -125,27 +125,49 @@ impl ExecutorNode {
 
         let (work_tx, mut work_rx) = mpsc::unbounded_channel::<Work>();
         let mut running: Option<(Cid, Arc<Control>)> = None;
+        // Whatever ends this connection also stops the job it was running: its result could not
+        // be delivered, and the coordinator hands the job out again.
+        let result = self
+            .work_loop(coordinator, &mut send, &mut recv, &work_tx, &mut work_rx, &mut running, events)
+            .await;
+        if let Some((_, control)) = running {
+            control.cancel();
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn work_loop(
+        &self,
+        coordinator: &PeerAddr,
+        send: &mut quinn::SendStream,
+        recv: &mut quinn::RecvStream,
+        work_tx: &mpsc::UnboundedSender<Work>,
+        work_rx: &mut mpsc::UnboundedReceiver<Work>,
+        running: &mut Option<(Cid, Arc<Control>)>,
+        events: &mut dyn FnMut(NodeEvent),
+    ) -> Result<(), NodeError> {
         let mut unrevealed: Option<Finished> = None;
         loop {
             tokio::select! {
-                message = frame::read::<ToExecutor>(&mut recv, MAX_MESSAGE_BYTES) => {
+                message = frame::read::<ToExecutor>(recv, MAX_MESSAGE_BYTES) => {
                     let message = match message {
                         Ok(m) => m,
                         Err(frame::FrameError::Closed) => return Ok(()),
                         Err(e) => return Err(e.into()),
                     };
-                    let reply = self.handle(message, coordinator, &mut running, &mut unrevealed, &work_tx, events)?;
+                    let reply = self.handle(message, coordinator, running, &mut unrevealed, work_tx, events)?;
                     for m in reply {
-                        frame::write(&mut send, &m, MAX_MESSAGE_BYTES).await?;
+                        frame::write(send, &m, MAX_MESSAGE_BYTES).await?;
                     }
                 }
                 Some(work) = work_rx.recv() => match work {
                     Work::Progress { job, permille, fuel_used } => {
                         events(NodeEvent::Progress { job, permille });
-                        frame::write(&mut send, &FromExecutor::Progress { job, permille, fuel_used }, MAX_MESSAGE_BYTES).await?;
+                        frame::write(send, &FromExecutor::Progress { job, permille, fuel_used }, MAX_MESSAGE_BYTES).await?;
                     }
                     Work::Done(finished, reveal_first) => {
-                        running = None;
+                        *running = None;
                         events(NodeEvent::Finished {
                             job: finished.job,
                             status: finished.record.payload.status,
@@ -154,14 +176,14 @@ impl ExecutorNode {
                         if reveal_first {
                             let output = finished.record.payload.output.unwrap_or_else(|| blob_cid(b""));
                             let commitment = output_commitment(self.key.did(), &output);
-                            frame::write(&mut send, &FromExecutor::Commit { job: finished.job, commitment }, MAX_MESSAGE_BYTES).await?;
+                            frame::write(send, &FromExecutor::Commit { job: finished.job, commitment }, MAX_MESSAGE_BYTES).await?;
                             unrevealed = Some(*finished);
                         } else {
                             let message = FromExecutor::Result {
                                 record: RecordBytes(finished.record.bytes().to_vec()),
                                 output: Blob(finished.output),
                             };
-                            frame::write(&mut send, &message, MAX_MESSAGE_BYTES).await?;
+                            frame::write(send, &message, MAX_MESSAGE_BYTES).await?;
                         }
                     }
                 },

@@ -75,9 +75,14 @@ impl State {
             return self.close_if_all_answered(cid, now_ms);
         }
         let stake = bid_stake(bid.payload.price);
-        if let Err(e) =
-            self.ledger.lock(&format!("stake:{}", bid.cid()), &stake_lock(&cid, from), from.as_str(), stake)
-        {
+        // The attempt is part of the operation id: a byte-identical bid in a later round still locks.
+        let job_attempt = self.jobs.get(&cid).map_or(0, |j| j.attempt);
+        if let Err(e) = self.ledger.lock(
+            &format!("stake:{}:{}", bid.cid(), job_attempt),
+            &stake_lock(&cid, from),
+            from.as_str(),
+            stake,
+        ) {
             self.refuse(
                 Some(cid),
                 Some(bid.cid()),
@@ -265,6 +270,7 @@ impl State {
                 });
             }
         }
+        self.journal(&cid);
         self.notify(cid, "assigned");
     }
 }

@@ -348,13 +348,21 @@ impl State {
                 slashed,
             ));
         }
-        // One ledger operation per lock, keyed by the job: a replayed settlement pays once.
+        // Receipts are signed and stored first, then the money moves in one ledger operation keyed by
+        // the job (a replayed settlement pays once). A crash between the two leaves the budget locked,
+        // and the restarted coordinator runs the job again; one after leaves the receipts to find.
+        let mut signed = Vec::new();
+        for (did, receipt, slashed) in receipts {
+            if let Some(record) = self.sign(receipt, Some(cid)) {
+                signed.push((did, record, slashed));
+            }
+        }
         let resolution = Resolution { payouts: payouts.clone(), slash: 0 };
         if let Err(e) = self.ledger.resolve(&format!("settle:{cid}"), &format!("job:{cid}"), &resolution) {
             tracing::error!("settling {cid} failed: {e}");
         }
         let mut receipt_cids = Vec::new();
-        for (did, receipt, slashed) in receipts {
+        for (did, record, slashed) in signed {
             self.release_stake(&cid, &did, slashed);
             let outcome = if outvoted.contains(&did) {
                 Judgement::Rejected
@@ -365,12 +373,10 @@ impl State {
             };
             let r = self.reputation.entry(did.clone()).or_insert(0.5);
             *r = market::update_reputation(*r, outcome);
-            if let Some(record) = self.sign(receipt, Some(cid)) {
-                receipt_cids.push(record.cid());
-                if let Some(entry) = self.executors.get_mut(&did) {
-                    entry.busy = None;
-                    let _ = entry.outbox.send(ToExecutor::Receipt(RecordBytes(record.bytes().to_vec())));
-                }
+            receipt_cids.push(record.cid());
+            if let Some(entry) = self.executors.get_mut(&did) {
+                entry.busy = None;
+                let _ = entry.outbox.send(ToExecutor::Receipt(RecordBytes(record.bytes().to_vec())));
             }
         }
         if let Some(job) = self.jobs.get_mut(&cid) {
@@ -404,6 +410,7 @@ impl State {
                 e.busy = None;
             }
         }
+        self.journal(&cid);
         let report = ClientReply::Final(self.final_report(cid));
         if let Some(job) = self.jobs.get_mut(&cid) {
             for w in job.waiters.drain(..) {

@@ -5,6 +5,7 @@
 //! decisions happen in [`state::State`] under one lock, which is never held across an await.
 
 mod auction;
+mod journal;
 mod judge;
 pub mod state;
 
@@ -63,6 +64,7 @@ pub async fn run(config: CoordinatorConfig, ready: impl FnOnce(&PeerAddr)) -> Re
         Arc::new(Keypair::load_or_create(&config.data.join("node.key")).map_err(|e| setup(e.to_string()))?);
     let store = Store::open(&config.data.join("store.redb")).map_err(|e| setup(e.to_string()))?;
     let ledger = RedbLedger::open(&config.data.join("ledger.redb")).map_err(|e| setup(e.to_string()))?;
+    let journal = journal::Journal::open(&config.data.join("jobs.redb")).map_err(setup)?;
     apply_genesis(&key, &store, &ledger, &config.grants)?;
 
     let endpoint = net::listen(&key, config.listen)?;
@@ -80,7 +82,14 @@ pub async fn run(config: CoordinatorConfig, ready: impl FnOnce(&PeerAddr)) -> Re
         reputation: Default::default(),
         bid_deadlines: Vec::new(),
         last_seen: Default::default(),
+        journal,
     }));
+    let unfinished = lock(&state).recover(now_ms()).map_err(setup)?;
+    if unfinished > 0 {
+        tracing::warn!(
+            "{unfinished} job(s) were unfinished when the coordinator last stopped; they run again or are settled"
+        );
+    }
     let ticker = Arc::clone(&state);
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_millis(100));

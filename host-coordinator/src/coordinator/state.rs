@@ -11,13 +11,14 @@ use icn_mesh_core::dag::{SignedRecord, blob_cid};
 use icn_mesh_core::identity::{Did, Keypair};
 use icn_mesh_core::market::{Bid, Capabilities, check_capability};
 use icn_mesh_core::protocol::{Blob, ClientReply, FinalReport, JobStatusReport, RecordBytes, ToExecutor};
-use icn_mesh_core::records::{JobRecord, RefusalRecord, ResultRecord};
+use icn_mesh_core::records::{JobRecord, PaymentStatus, ReceiptRecord, RefusalRecord, ResultRecord};
 use icn_mesh_core::spec::{RedundancyLevel, Runtime, ValidationContext, validate};
 use icn_mesh_core::store::Store;
 use icn_mesh_core::{Cid, ErrorCode, Problem};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::ledger::{Ledger, RedbLedger};
+use super::journal::{Entry, Journal};
+use crate::ledger::{Ledger, RedbLedger, Resolution};
 
 /// How many times a job is handed to a new executor before it fails.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -47,6 +48,22 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The phase named by [`Phase::name`] (`pending` for anything unknown).
+    pub fn from_name(name: &str) -> Self {
+        [
+            Self::Bidding,
+            Self::Assigned,
+            Self::Running,
+            Self::Validating,
+            Self::Completed,
+            Self::Failed,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|p| p.name() == name)
+        .unwrap_or(Self::Pending)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Pending => "pending",
@@ -104,6 +121,8 @@ pub struct State {
     pub bid_deadlines: Vec<(Cid, u64)>,
     /// When each executor last sent anything (ms).
     pub last_seen: HashMap<Did, u64>,
+    /// Where each job stands, on disk, for restarts.
+    pub journal: Journal,
 }
 
 /// An executor working on a job that says nothing for this long is taken for dead (it reports at
@@ -261,6 +280,7 @@ impl State {
             waiters: waiter.into_iter().collect(),
         };
         self.jobs.insert(cid, job);
+        self.journal(&cid);
         self.offer(cid, now_ms);
         ClientReply::Accepted { job: cid }
     }
@@ -328,6 +348,124 @@ impl State {
     }
 
     // ---------------------------------------------------------------- reports
+
+    /// Writes where `cid` stands to the journal.
+    pub(super) fn journal(&self, cid: &Cid) {
+        let Some(job) = self.jobs.get(cid) else { return };
+        let entry = Entry {
+            phase: job.phase.name().to_owned(),
+            attempt: job.attempt,
+            created_at: job.created_at,
+            executors: job.executors.clone(),
+            validators: job.validators.clone(),
+            excluded: job.excluded.iter().cloned().collect(),
+            reason: job.reason.clone(),
+            output: job.output,
+            paid: job.paid.clone(),
+            receipts: job.receipts.clone(),
+        };
+        if let Err(e) = self.journal.save(cid, &entry) {
+            tracing::error!("journal write for {cid} failed: {e}");
+        }
+    }
+
+    /// After a restart: every journalled job back in the table, each unfinished one either found
+    /// settled (its budget lock is gone; its receipts are in the store) or run again from the start
+    /// (its stakes returned). Returns how many jobs were unfinished.
+    pub fn recover(&mut self, now_ms: u64) -> Result<usize, String> {
+        let mut unfinished = 0;
+        for (cid, entry) in self.journal.load()? {
+            let Some(record) = self
+                .store
+                .record(&cid)
+                .ok()
+                .flatten()
+                .and_then(|b| SignedRecord::<JobRecord>::decode(&b).ok())
+            else {
+                tracing::error!("journalled job {cid} is not in the store");
+                continue;
+            };
+            let module = self.store.blob(&record.payload.module).ok().flatten().unwrap_or_default();
+            let input =
+                record.payload.input.and_then(|c| self.store.blob(&c).ok().flatten()).unwrap_or_default();
+            let mut phase = Phase::from_name(&entry.phase);
+            let (mut reason, mut receipts, mut paid) =
+                (entry.reason.clone(), entry.receipts.clone(), entry.paid.clone());
+            let mut output = entry.output;
+            if !phase.is_final() {
+                unfinished += 1;
+                let job_lock = format!("job:{cid}");
+                let open =
+                    self.ledger.locks_with_prefix(&job_lock).map_err(|e| e.to_string())?.contains(&job_lock);
+                for lock in
+                    self.ledger.locks_with_prefix(&format!("stake:{cid}:")).map_err(|e| e.to_string())?
+                {
+                    let op = format!("recover:{lock}:{}", entry.attempt);
+                    self.ledger.resolve(&op, &lock, &Resolution::default()).map_err(|e| e.to_string())?;
+                }
+                if open {
+                    phase = Phase::Pending;
+                    reason = Some("the coordinator restarted; the job runs again".into());
+                } else {
+                    phase = Phase::Completed;
+                    reason = Some("settled just before the coordinator restarted".into());
+                    receipts.clear();
+                    paid.clear();
+                    for rc in self.store.records_for_job(&cid).unwrap_or_default() {
+                        if let Some(r) = self
+                            .store
+                            .record(&rc)
+                            .ok()
+                            .flatten()
+                            .and_then(|b| SignedRecord::<ReceiptRecord>::decode(&b).ok())
+                        {
+                            receipts.push(rc);
+                            if r.payload.payment.total > 0 {
+                                paid.push((r.payload.executor.clone(), r.payload.payment.total));
+                            }
+                            if r.payload.status == PaymentStatus::Failed {
+                                phase = Phase::Failed;
+                            }
+                            if r.payload.status != PaymentStatus::Failed
+                                && let Some(result) = r.payload.result
+                                && let Some(result) = self.store.record(&result).ok().flatten()
+                                && let Ok(result) = SignedRecord::<ResultRecord>::decode(&result)
+                            {
+                                output = output.or(result.payload.output);
+                            }
+                        }
+                    }
+                }
+            }
+            let job = Job {
+                record,
+                module,
+                input,
+                phase,
+                created_at: entry.created_at,
+                attempt: entry.attempt,
+                offered: HashSet::new(),
+                answered: HashSet::new(),
+                bids: Vec::new(),
+                excluded: entry.excluded.into_iter().collect(),
+                executors: entry.executors,
+                validators: entry.validators,
+                price: 0,
+                commitments: HashMap::new(),
+                results: BTreeMap::new(),
+                progress: 0,
+                reason,
+                output,
+                paid,
+                receipts,
+                waiters: Vec::new(),
+            };
+            self.jobs.insert(cid, job);
+            self.journal(&cid);
+        }
+        self.offer_pending(now_ms);
+        Ok(unfinished)
+    }
 
     pub fn status(&self, cid: &Cid) -> Option<JobStatusReport> {
         let job = self.jobs.get(cid)?;
