@@ -4,10 +4,13 @@
 //! a flood — each refused with a signed reason or a cut connection, the job still completing on the
 //! honest node, and the ledger adding up afterwards.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::{Procs, icn, wait_for};
 use icn_mesh_core::Cid;
 use icn_mesh_core::dag::SignedRecord;
 use icn_mesh_core::identity::Keypair;
@@ -18,36 +21,8 @@ use icn_mesh_core::records::{AwardRecord, ENGINE, JobRecord, RefusalRecord, Resu
 use icn_mesh_core::spec::Architecture;
 use serde_json::Value;
 
-fn icn() -> &'static str {
-    env!("CARGO_BIN_EXE_icn")
-}
-
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-fn wait_for(path: &Path) -> String {
-    let start = Instant::now();
-    loop {
-        if let Ok(t) = std::fs::read_to_string(path)
-            && !t.trim().is_empty()
-        {
-            return t.trim().to_owned();
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "{} never appeared", path.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn caps() -> Capabilities {

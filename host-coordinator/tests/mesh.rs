@@ -1,29 +1,17 @@
 //! The mesh between real processes on loopback: a coordinator and executors as separate `icn`
 //! processes over QUIC, driven through the CLI as scripts drive it.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{Procs, icn, wait_for};
 use serde_json::Value;
-
-fn icn() -> &'static str {
-    env!("CARGO_BIN_EXE_icn")
-}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 fn json_lines(out: &std::process::Output) -> Vec<Value> {
@@ -38,19 +26,6 @@ fn run(args: &[&str]) -> (i32, Vec<Value>, String) {
         Err(_) => json_lines(&out),
     };
     (out.status.code().unwrap_or(-1), values, String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-fn wait_for(path: &Path) -> String {
-    let start = Instant::now();
-    loop {
-        if let Ok(t) = std::fs::read_to_string(path)
-            && !t.trim().is_empty()
-        {
-            return t.trim().to_owned();
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "{} never appeared", path.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
