@@ -53,6 +53,28 @@ fn bid(job: Cid, bidder: &Keypair, price: u64) -> Bid {
     }
 }
 
+/// A completed result claiming `output`, as a cheat would send it (nothing was run).
+fn claimed_result(job: Cid, award: Cid, output: Cid, output_bytes: u64) -> ResultRecord {
+    ResultRecord {
+        job,
+        award: Some(award),
+        status: ResultStatus::Completed,
+        failure: None,
+        code: None,
+        message: None,
+        exit_code: Some(0),
+        output: Some(output),
+        output_bytes,
+        output_truncated: false,
+        fuel_used: 1,
+        fuel_budget: 1,
+        peak_memory_bytes: 0,
+        started_at_ms: 0,
+        finished_at_ms: 0,
+        engine: ENGINE.to_owned(),
+    }
+}
+
 /// The hostile executor's connection.
 struct Hostile {
     send: quinn::SendStream,
@@ -228,24 +250,8 @@ fn hostile_executors_are_refused_and_the_job_still_completes() {
         assert_eq!(award.payload.executors, vec![cheat.did().clone()]);
 
         // 6. A result whose output is not the one its record names.
-        let result = ResultRecord {
-            job: job.cid(),
-            award: Some(award.cid()),
-            status: ResultStatus::Completed,
-            failure: None,
-            code: None,
-            message: None,
-            exit_code: Some(0),
-            output: Some(icn_mesh_core::dag::blob_cid(b"what I claim")),
-            output_bytes: 12,
-            output_truncated: false,
-            fuel_used: 1,
-            fuel_budget: 1,
-            peak_memory_bytes: 0,
-            started_at_ms: 0,
-            finished_at_ms: 0,
-            engine: ENGINE.to_owned(),
-        };
+        let result =
+            claimed_result(job.cid(), award.cid(), icn_mesh_core::dag::blob_cid(b"what I claim"), 12);
         let result = SignedRecord::sign(result, &cheat).expect("sign");
         hostile
             .send(&FromExecutor::Result {
@@ -352,24 +358,7 @@ async fn cheat_once(hostile: &mut Hostile, cheat: &Keypair) {
             }
         }
     }
-    let result = ResultRecord {
-        job: job.cid(),
-        award: Some(award.cid()),
-        status: ResultStatus::Completed,
-        failure: None,
-        code: None,
-        message: None,
-        exit_code: Some(0),
-        output: Some(output),
-        output_bytes: made_up.len() as u64,
-        output_truncated: false,
-        fuel_used: 1,
-        fuel_budget: 1,
-        peak_memory_bytes: 0,
-        started_at_ms: 0,
-        finished_at_ms: 0,
-        engine: ENGINE.to_owned(),
-    };
+    let result = claimed_result(job.cid(), award.cid(), output, made_up.len() as u64);
     let result = SignedRecord::sign(result, cheat).expect("sign");
     hostile
         .send(&FromExecutor::Result { record: RecordBytes(result.bytes().to_vec()), output: Blob(made_up) })
