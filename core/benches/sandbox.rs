@@ -66,14 +66,35 @@ fn raw_linker(engine: &Engine) -> Linker<Raw> {
     l
 }
 
-fn raw_run(engine: &Engine, linker: &Linker<Raw>, module: &Module, input: &Arc<[u8]>) -> (Duration, Vec<u8>) {
+/// Bare wasmi: one call with all the fuel (`slice: None`), or the minimal resume loop that refuels
+/// every `slice` — what slicing costs in wasmi itself, before the sandbox adds anything.
+fn raw_run(
+    engine: &Engine,
+    linker: &Linker<Raw>,
+    module: &Module,
+    input: &Arc<[u8]>,
+    slice: Option<u64>,
+) -> (Duration, Vec<u8>) {
     let start = Instant::now();
     let mut store = Store::new(engine, Raw { memory: None, input: Arc::clone(input), output: Vec::new() });
-    store.set_fuel(u64::MAX / 2).expect("fuel");
+    store.set_fuel(slice.unwrap_or(u64::MAX / 2)).expect("fuel");
     let instance = linker.instantiate_and_start(&mut store, module).expect("instantiate");
     store.data_mut().memory = instance.get_memory(&store, "memory");
     let run = instance.get_typed_func::<(), i32>(&store, "run").expect("run");
-    assert_eq!(run.call(&mut store, ()).expect("runs"), 0);
+    let mut call = run.call_resumable(&mut store, ()).expect("runs");
+    loop {
+        match call {
+            wasmi::TypedResumableCall::Finished(code) => {
+                assert_eq!(code, 0);
+                break;
+            }
+            wasmi::TypedResumableCall::OutOfFuel(pending) => {
+                store.set_fuel(slice.unwrap_or(0).max(pending.required_fuel())).expect("fuel");
+                call = pending.resume(&mut store).expect("resumes");
+            }
+            wasmi::TypedResumableCall::HostTrap(_) => panic!("host trap"),
+        }
+    }
     (start.elapsed(), store.into_data().output)
 }
 
@@ -106,11 +127,12 @@ fn overhead(rows: &mut Vec<Row>, name: &str, module: &[u8], input: Vec<u8>, roun
     let linker = raw_linker(&engine);
     let raw_module = Module::new(&engine, module).expect("compiles");
     let sandbox = Sandbox::new(&SandboxLimits { max_recursion_depth: 1000, ..SandboxLimits::default() });
-    let (mut base, mut s10k, mut s4m) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut base, mut base10k, mut s10k, mut s4m) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut fuel = 0;
     for _ in 0..rounds {
-        let (t, raw_out) = raw_run(&engine, &linker, &raw_module, &input);
+        let (t, raw_out) = raw_run(&engine, &linker, &raw_module, &input, None);
         base.push(t);
+        base10k.push(raw_run(&engine, &linker, &raw_module, &input, Some(10_000)).0);
         let (t, out, f) = sandbox_run(&sandbox, module, &input, 10_000);
         assert_eq!(out, raw_out);
         s10k.push(t);
@@ -118,7 +140,21 @@ fn overhead(rows: &mut Vec<Row>, name: &str, module: &[u8], input: Vec<u8>, roun
         let (t, _, _) = sandbox_run(&sandbox, module, &input, 4_000_000);
         s4m.push(t);
     }
-    let (b, c1, c2) = (median(base), median(s10k), median(s4m));
+    let (b, b10k, c1, c2) = (median(base), median(base10k), median(s10k), median(s4m));
+    rows.push(Row {
+        name: format!("  wasmi's own 10k slicing, {name}"),
+        baseline: format!("{b:.2?} bare wasmi"),
+        candidate: format!("{b10k:.2?} bare resume loop"),
+        ratio: b10k.as_secs_f64() / b.as_secs_f64(),
+        bar: "(context)".into(),
+    });
+    rows.push(Row {
+        name: format!("sandbox vs wasmi slicing, {name}, 10k"),
+        baseline: format!("{b10k:.2?} bare resume loop"),
+        candidate: format!("{c1:.2?} sandbox"),
+        ratio: c1.as_secs_f64() / b10k.as_secs_f64(),
+        bar: "(context)".into(),
+    });
     for (slice, c) in [("10k", c1), ("4M", c2)] {
         rows.push(Row {
             name: format!("overhead {name}, slice {slice}"),
