@@ -5,7 +5,8 @@
 #   3. the whole test suite (unit, integration, multi-process, CLI), and the records checked by
 #      independent IPLD implementations (Python)
 #   4. each fuzz target for a bounded time (FUZZ_SECONDS, default 60)
-#   5. the benchmarks in --quick mode, so they stay runnable (figures are printed, not gated)
+#   5. the sandbox's overhead counted in instructions under callgrind, gated at 1.05x bare wasmi
+#   6. the benchmarks in --quick mode, so they stay runnable (wall-time figures are printed, not gated)
 # Exits non-zero on the first failure. Nothing is skipped: a missing tool is installed, not ignored.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,7 @@ command -v clang-14 >/dev/null || need_apt+=(clang-14)
 [ -x /usr/lib/llvm-14/bin/wasm-ld ] || need_apt+=(lld-14)
 command -v wat2wasm >/dev/null || need_apt+=(wabt)
 command -v gcc >/dev/null || need_apt+=(gcc)
+command -v valgrind >/dev/null || need_apt+=(valgrind)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
@@ -77,6 +79,9 @@ step "fuzz (${FUZZ_SECONDS}s per target)"
     echo "$target: $(grep -E '^Done [0-9]+ runs' "$log" | tail -n 1)"
   done
 )
+
+step "sandbox overhead in instructions (callgrind; gated at 1.05x bare wasmi)"
+scripts/bench-instructions.sh
 
 step "benchmarks (quick mode: they must run; figures are for reading, not gating)"
 cargo bench --locked -p icn-mesh-core --bench sandbox --bench records -- --quick

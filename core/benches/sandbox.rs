@@ -298,7 +298,41 @@ fn cold_start(rows: &mut Vec<Row>) {
     });
 }
 
+/// `--only VARIANT`: run the sieve once through one variant and exit, for counting instructions
+/// under callgrind (`scripts/bench-instructions.sh`): `raw` (bare wasmi, one call), `raw10k` (bare
+/// wasmi resume loop), `sandbox10k`, `sandbox4m`; prefixed `sha-`, the same for sha256 of 1 MiB.
+fn only(variant: &str) {
+    // `sha-…` variants hash 1 MiB with the sha256 job instead (the I/O-bound case).
+    let (sieve, input, variant): (Vec<u8>, Arc<[u8]>, &str) = match variant.strip_prefix("sha-") {
+        Some(v) => (
+            std::fs::read(root().join("examples/jobs/sha256.wasm")).expect("sha256.wasm"),
+            (0..1u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect::<Vec<u8>>().into(),
+            v,
+        ),
+        None => (
+            std::fs::read(root().join("examples/jobs/sieve.wasm")).expect("sieve.wasm"),
+            Arc::from(&b"2000000"[..]),
+            variant,
+        ),
+    };
+    let engine = raw_engine();
+    let linker = raw_linker(&engine);
+    match variant {
+        "raw" | "raw10k" => {
+            let module = Module::new(&engine, &sieve).expect("compiles");
+            raw_run(&engine, &linker, &module, &input, (variant == "raw10k").then_some(10_000));
+        }
+        "sandbox10k" => drop(sandbox_run(&Sandbox::default(), &sieve, &input, 10_000)),
+        "sandbox4m" => drop(sandbox_run(&Sandbox::default(), &sieve, &input, 4_000_000)),
+        other => panic!("unknown variant {other}"),
+    }
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--only") {
+        return only(args.get(i + 1).map_or("", String::as_str));
+    }
     // `cargo bench` passes `--bench`; `--quick` (ours) runs fewer rounds, for a smoke test.
     let quick = std::env::args().any(|a| a == "--quick");
     let rounds = if quick { 3 } else { 7 };
