@@ -292,3 +292,12 @@ proptest! {
         let _ = spec.wasm_memory_limit_bytes();
     }
 }
+
+#[test]
+fn huge_floats_survive_a_json_round_trip_exactly() {
+    // Found by fuzz/spec_json: a 42-digit `estimated_gpu_hours` parsed to one f64 and, printed and
+    // parsed again, to its neighbour. serde_json's `float_roundtrip` makes parsing exact.
+    let spec = JobSpec::from_json(include_str!("fixtures/spec-huge-float.json")).expect("parses");
+    let again = JobSpec::from_json(&spec.to_json_pretty()).expect("parses again");
+    assert_eq!(again.to_wire(), spec.to_wire());
+}
