@@ -28,6 +28,13 @@ fn run(args: &[&str]) -> (i32, Vec<Value>, String) {
     (out.status.code().unwrap_or(-1), values, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// `icn job submit SPEC --coordinator ADDR --key KEY --module MODULE EXTRA…`.
+fn submit(spec: &str, address: &str, key: &str, module: &str, extra: &[&str]) -> (i32, Vec<Value>, String) {
+    let mut args = vec!["job", "submit", spec, "--coordinator", address, "--key", key, "--module", module];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 #[test]
 fn demo_runs_real_jobs_end_to_end() {
     let out = Command::new(icn()).args(["demo", "--json"]).output().expect("demo runs");
@@ -103,18 +110,7 @@ fn the_script_facing_contract_holds_between_processes() {
     let spec = root().join("examples/specs/sieve.json").display().to_string();
     let module = root().join("examples/jobs/sieve.wasm").display().to_string();
     // Submit without waiting: {"job_id"} as soon as the job is recorded.
-    let (code, lines, err) = run(&[
-        "job",
-        "submit",
-        &spec,
-        "--coordinator",
-        &address,
-        "--key",
-        &d("submitter.key"),
-        "--module",
-        &module,
-        "--json",
-    ]);
+    let (code, lines, err) = submit(&spec, &address, &d("submitter.key"), &module, &["--json"]);
     assert_eq!(code, 0, "{err}");
     let job_id = lines[0]["job_id"].as_str().expect("job_id").to_owned();
     let (code, status, _) = run(&["job", "status", &job_id, "--coordinator", &address, "--json"]);
@@ -127,19 +123,7 @@ fn the_script_facing_contract_holds_between_processes() {
     assert!(states.contains(&status[0]["status"].as_str().expect("status")));
 
     // A second job, followed to its end with --wait (a new submission is a new signed job).
-    let (code, lines, err) = run(&[
-        "job",
-        "submit",
-        &spec,
-        "--coordinator",
-        &address,
-        "--key",
-        &d("submitter.key"),
-        "--module",
-        &module,
-        "--wait",
-        "--json",
-    ]);
+    let (code, lines, err) = submit(&spec, &address, &d("submitter.key"), &module, &["--wait", "--json"]);
     assert_eq!(code, 0, "{err}");
     assert!(lines[0]["job_id"].is_string(), "the job id comes first: {lines:?}");
     let last = lines.last().expect("final");
@@ -183,18 +167,7 @@ fn the_script_facing_contract_holds_between_processes() {
     );
 
     // Refusals between processes, each with its code, nothing locked.
-    let (code, lines, _) = run(&[
-        "job",
-        "submit",
-        &spec,
-        "--coordinator",
-        &address,
-        "--key",
-        &d("poor.key"),
-        "--module",
-        &module,
-        "--json",
-    ]);
+    let (code, lines, _) = submit(&spec, &address, &d("poor.key"), &module, &["--json"]);
     assert_eq!((code, lines[0]["code"].as_str()), (2, Some("J002")), "{lines:?}");
     let zk = dir.path().join("zk.json");
     std::fs::write(
@@ -202,18 +175,8 @@ fn the_script_facing_contract_holds_between_processes() {
         r#"{"runtime": {"type": "WASM"}, "budget": {"max_total": 10}, "redundancy": "ZeroKnowledge"}"#,
     )
     .expect("write");
-    let (code, lines, _) = run(&[
-        "job",
-        "submit",
-        &zk.display().to_string(),
-        "--coordinator",
-        &address,
-        "--key",
-        &d("submitter.key"),
-        "--module",
-        &module,
-        "--json",
-    ]);
+    let (code, lines, _) =
+        submit(&zk.display().to_string(), &address, &d("submitter.key"), &module, &["--json"]);
     assert_eq!((code, lines[0]["code"].as_str()), (2, Some("J005")), "{lines:?}");
     let (_, audit, _) = run(&["ledger", "audit", "--coordinator", &address, "--json"]);
     assert_eq!(audit[0]["conserved"], true);
@@ -288,20 +251,13 @@ fn a_coordinator_killed_mid_job_restarts_and_finishes_it_paying_once() {
     let input = dir.path().join("n.txt");
     std::fs::write(&input, n).expect("input");
     let module = root().join("examples/jobs/sieve.wasm").display().to_string();
-    let (code, lines, err) = run(&[
-        "job",
-        "submit",
+    let (code, lines, err) = submit(
         &spec.display().to_string(),
-        "--coordinator",
         &address,
-        "--key",
         &d("submitter.key"),
-        "--module",
         &module,
-        "--input",
-        &input.display().to_string(),
-        "--json",
-    ]);
+        &["--input", &input.display().to_string(), "--json"],
+    );
     assert_eq!(code, 0, "{err}");
     let job_id = lines[0]["job_id"].as_str().expect("job id").to_owned();
     let start = Instant::now();
