@@ -1,14 +1,20 @@
 //! The node's content store: one redb file holding blobs by CID, records by CID and an index by job.
 //!
-//! Every write is a redb transaction with `Durability::Immediate`: a killed process leaves a file
-//! that opens and holds every committed record (see `tests/crash_consistency.rs`). Several puts can
-//! share one commit through [`Store::batch`]. Blobs are checked against their CID on the way in, so
+//! Every write is a redb transaction, durable (`Durability::Immediate`) unless the file's [`Db`] was
+//! switched to group commit: a killed process leaves a file that opens and holds every committed
+//! record (see `tests/crash_consistency.rs`). Several puts can share one commit through
+//! [`Store::batch`]. Blobs are checked against their CID on the way in, so
 //! the store never holds bytes under a name that is not theirs.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use cid::Cid;
-use redb::{Database, MultimapTableDefinition, ReadableDatabase, TableDefinition, WriteTransaction};
+use redb::{
+    Database, Durability, MultimapTableDefinition, ReadTransaction, ReadableDatabase, TableDefinition,
+    WriteTransaction,
+};
 
 use crate::dag::{DAG_CBOR_CODEC, RAW_CODEC, SignedRecord, blob_cid, record_cid};
 
@@ -37,14 +43,31 @@ macro_rules! redb_from {
 }
 redb_from!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
-/// A content store backed by one redb file.
-#[derive(Debug)]
-pub struct Store {
-    db: Database,
+/// One redb file that several tables-owners share (the coordinator keeps its DAG store, ledger and
+/// job journal in one, so a single fsync makes a group of their writes durable together), and
+/// whether its commits are durable one by one or in groups.
+///
+/// Group commit: after [`Db::group_commit`], write transactions commit with `Durability::None`
+/// and [`Db::flush`] makes every commit so far durable with one fsync. A crash keeps a prefix of
+/// the commit sequence, the same across every table in the file, so whatever recovers from a crash
+/// between two single commits recovers from this too. A caller that must not say anything before
+/// it is durable (a receipt, "your job is recorded") notes [`Db::written`] and waits for a flush
+/// that covers it.
+#[derive(Debug, Clone)]
+pub struct Db {
+    inner: Arc<DbInner>,
 }
 
-impl Store {
-    /// Opens (or creates) the store file at `path`, creating its directory if needed.
+#[derive(Debug)]
+struct DbInner {
+    db: Database,
+    grouped: AtomicBool,
+    /// Write transactions begun so far (counted once each holds redb's writer lock).
+    written: AtomicU64,
+}
+
+impl Db {
+    /// Opens (or creates) the file at `path`, creating its directory if needed.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
@@ -54,12 +77,73 @@ impl Store {
         }
         let db = Database::create(path)
             .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        Ok(Self {
+            inner: Arc::new(DbInner { db, grouped: AtomicBool::new(false), written: AtomicU64::new(0) }),
+        })
+    }
+
+    /// A write transaction, non-durable under group commit.
+    pub fn begin_write(&self) -> Result<WriteTransaction, redb::Error> {
+        let mut tx = self.inner.db.begin_write()?;
+        // redb lets one writer in at a time, so counting here orders this transaction before any
+        // flush that begins after it.
+        self.inner.written.fetch_add(1, Ordering::SeqCst);
+        if self.inner.grouped.load(Ordering::Relaxed) {
+            tx.set_durability(Durability::None)?;
+        }
+        Ok(tx)
+    }
+
+    pub fn begin_read(&self) -> Result<ReadTransaction, redb::Error> {
+        Ok(self.inner.db.begin_read()?)
+    }
+
+    /// From now on commits are durable only once [`Db::flush`] has run after them.
+    pub fn group_commit(&self) {
+        self.inner.grouped.store(true, Ordering::SeqCst);
+    }
+
+    /// How many write transactions have begun: a flush that returns at least this covers them.
+    pub fn written(&self) -> u64 {
+        self.inner.written.load(Ordering::SeqCst)
+    }
+
+    /// Makes every commit so far durable (one fsync); returns the [`Db::written`] count it covers.
+    pub fn flush(&self) -> Result<u64, StoreError> {
+        let mut tx = self.inner.db.begin_write()?;
+        // Every transaction counted before this one held the writer lock first, so has ended.
+        let covered = self.inner.written.load(Ordering::SeqCst);
+        tx.set_durability(Durability::Immediate).map_err(redb::Error::from)?;
+        tx.commit()?;
+        Ok(covered)
+    }
+}
+
+/// A content store: its tables in a redb file of its own or in a shared [`Db`].
+#[derive(Debug)]
+pub struct Store {
+    db: Db,
+}
+
+impl Store {
+    /// Opens (or creates) the store file at `path`, creating its directory if needed.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::within(Db::open(path)?)
+    }
+
+    /// The store's tables inside `db`.
+    pub fn within(db: Db) -> Result<Self, StoreError> {
         let tx = db.begin_write()?;
         tx.open_table(BLOBS)?;
         tx.open_table(RECORDS)?;
         tx.open_multimap_table(BY_JOB)?;
         tx.commit()?;
         Ok(Self { db })
+    }
+
+    /// The database the store lives in.
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
     /// Starts a batch: many puts, one commit.

@@ -2,7 +2,8 @@
 //! record whose commit had returned, each intact and verifiable.
 //!
 //! The writer is this same test binary, re-run with `ICN_CRASH_WRITER` set: it writes signed records
-//! as fast as it can and prints each CID once its commit has returned.
+//! as fast as it can and prints each CID once its commit has returned — or, under group commit (the
+//! coordinator's mode), once a flush after its commit has returned.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -10,11 +11,11 @@ use std::process::{Command, Stdio};
 
 use icn_mesh_core::dag::{AnyRecord, RecordKind, SignedRecord, parse_cid};
 use icn_mesh_core::identity::Keypair;
-use icn_mesh_core::store::Store;
+use icn_mesh_core::store::{Db, Store};
 use serde::{Deserialize, Serialize};
 
 const WRITER_ENV: &str = "ICN_CRASH_WRITER";
-const TEST_NAME: &str = "a_killed_writer_leaves_every_committed_record";
+const GROUPED_ENV: &str = "ICN_CRASH_GROUPED";
 
 #[derive(Serialize, Deserialize)]
 struct Tick {
@@ -27,10 +28,15 @@ impl RecordKind for Tick {
 }
 
 /// The child's side: write until killed.
-fn write_forever(path: &Path) -> ! {
-    let store = Store::open(path).expect("writer opens the store");
+fn write_forever(path: &Path, grouped: bool) -> ! {
+    let db = Db::open(path).expect("writer opens the store");
+    let store = Store::within(db.clone()).expect("store tables");
+    if grouped {
+        db.group_commit();
+    }
     let key = Keypair::from_seed(&[42; 32]);
     let mut stdout = std::io::stdout().lock();
+    let mut volatile = Vec::new();
     for n in 0.. {
         let record =
             SignedRecord::sign(Tick { n, padding: "x".repeat((n % 5000) as usize) }, &key).expect("sign");
@@ -44,15 +50,32 @@ fn write_forever(path: &Path) -> ! {
             batch.put_record(&record, None).expect("record");
             batch.commit().expect("commit");
         }
-        writeln!(stdout, "committed {}", record.cid()).and_then(|()| stdout.flush()).expect("stdout");
+        volatile.push(record.cid());
+        if !grouped || n % 7 == 6 {
+            if grouped {
+                assert!(db.flush().expect("flush") >= db.written() - 1);
+            }
+            for cid in volatile.drain(..) {
+                writeln!(stdout, "committed {cid}").and_then(|()| stdout.flush()).expect("stdout");
+            }
+        }
     }
     unreachable!()
 }
 
 #[test]
 fn a_killed_writer_leaves_every_committed_record() {
+    kill_and_reopen("a_killed_writer_leaves_every_committed_record", false);
+}
+
+#[test]
+fn a_killed_group_committer_leaves_every_flushed_record() {
+    kill_and_reopen("a_killed_group_committer_leaves_every_flushed_record", true);
+}
+
+fn kill_and_reopen(test_name: &str, grouped: bool) {
     if let Some(path) = std::env::var_os(WRITER_ENV) {
-        write_forever(Path::new(&path));
+        write_forever(Path::new(&path), std::env::var_os(GROUPED_ENV).is_some());
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("store.redb");
@@ -60,8 +83,9 @@ fn a_killed_writer_leaves_every_committed_record() {
     // Kill at different points, the last two on a file that has already survived a crash.
     for wait_for in [5usize, 200, 50] {
         let mut child = Command::new(std::env::current_exe().expect("test binary"))
-            .args(["--exact", TEST_NAME, "--nocapture", "--test-threads", "1"])
+            .args(["--exact", test_name, "--nocapture", "--test-threads", "1"])
             .env(WRITER_ENV, &db)
+            .env(if grouped { GROUPED_ENV } else { "ICN_CRASH_SINGLE" }, "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

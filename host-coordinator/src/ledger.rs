@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use icn_mesh_core::spec::Mana;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use icn_mesh_core::store::Db;
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::Serialize;
 
 /// DID -> (balance, locked), 16 bytes big-endian.
@@ -108,10 +109,11 @@ pub trait Ledger {
     fn audit(&self) -> Result<Audit, LedgerError>;
 }
 
-/// The ledger in a redb file of its own.
+/// The ledger in redb: a file of its own, or tables in a shared [`Db`] (the coordinator's, so its
+/// changes are made durable in the same group commits as the records they depend on).
 #[derive(Debug)]
 pub struct RedbLedger {
-    db: Database,
+    db: Db,
 }
 
 fn pack(balance: Mana, locked: Mana) -> [u8; 16] {
@@ -131,7 +133,11 @@ fn unpack(raw: [u8; 16]) -> (Mana, Mana) {
 
 impl RedbLedger {
     pub fn open(path: &Path) -> Result<Self, LedgerError> {
-        let db = Database::create(path)?;
+        Self::within(Db::open(path).map_err(|e| LedgerError::Store(e.to_string()))?)
+    }
+
+    /// The ledger's tables inside `db`.
+    pub fn within(db: Db) -> Result<Self, LedgerError> {
         let tx = db.begin_write()?;
         tx.open_table(ACCOUNTS)?;
         tx.open_table(LOCKS)?;

@@ -1,4 +1,4 @@
-//! The coordinator's job journal: where each job stands, in a redb file of its own, so a coordinator
+//! The coordinator's job journal: where each job stands, in the coordinator's database, so a coordinator
 //! killed at any moment can restart and bring every job to a final state.
 //!
 //! Written at each phase change (recorded, awarded, final). The ledger is the authority on money:
@@ -6,11 +6,10 @@
 //! lock is still there is run again from the start, its bid stakes returned untouched. The ledger's
 //! operation ids make a repeated settlement pay once, so no crash point pays twice or loses mana.
 
-use std::path::Path;
-
 use icn_mesh_core::Cid;
 use icn_mesh_core::identity::Did;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use icn_mesh_core::store::Db;
+use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 /// Job CID bytes -> postcard `Entry`.
@@ -34,12 +33,12 @@ pub struct Entry {
 
 #[derive(Debug)]
 pub struct Journal {
-    db: Database,
+    db: Db,
 }
 
 impl Journal {
-    pub fn open(path: &Path) -> Result<Self, String> {
-        let db = Database::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    /// The journal's table inside `db`.
+    pub fn within(db: Db) -> Result<Self, String> {
         let tx = db.begin_write().map_err(|e| e.to_string())?;
         tx.open_table(JOBS).map_err(|e| e.to_string())?;
         tx.commit().map_err(|e| e.to_string())?;

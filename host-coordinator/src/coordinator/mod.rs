@@ -5,6 +5,7 @@
 //! decisions happen in [`state::State`] under one lock, which is never held across an await.
 
 mod auction;
+mod group_commit;
 mod journal;
 mod judge;
 pub mod state;
@@ -22,10 +23,11 @@ use icn_mesh_core::protocol::{
 };
 use icn_mesh_core::records::GenesisRecord;
 use icn_mesh_core::spec::Mana;
-use icn_mesh_core::store::Store;
+use icn_mesh_core::store::{Db, Store};
 use tokio::sync::mpsc;
 
 use crate::ledger::{Ledger, RedbLedger};
+use group_commit::GroupCommit;
 use state::{ExecutorEntry, State};
 
 #[derive(Debug, thiserror::Error)]
@@ -62,9 +64,12 @@ pub async fn run(config: CoordinatorConfig, ready: impl FnOnce(&PeerAddr)) -> Re
     std::fs::create_dir_all(&config.data).map_err(|e| setup(format!("{}: {e}", config.data.display())))?;
     let key =
         Arc::new(Keypair::load_or_create(&config.data.join("node.key")).map_err(|e| setup(e.to_string()))?);
-    let store = Store::open(&config.data.join("store.redb")).map_err(|e| setup(e.to_string()))?;
-    let ledger = RedbLedger::open(&config.data.join("ledger.redb")).map_err(|e| setup(e.to_string()))?;
-    let journal = journal::Journal::open(&config.data.join("jobs.redb")).map_err(setup)?;
+    // Store, ledger and journal share one file, so one fsync makes a group of their writes durable
+    // and a crash keeps the same prefix of all three.
+    let db = Db::open(&config.data.join("store.redb")).map_err(|e| setup(e.to_string()))?;
+    let store = Store::within(db.clone()).map_err(|e| setup(e.to_string()))?;
+    let ledger = RedbLedger::within(db.clone()).map_err(|e| setup(e.to_string()))?;
+    let journal = journal::Journal::within(db.clone()).map_err(setup)?;
     apply_genesis(&key, &store, &ledger, &config.grants)?;
 
     let endpoint = net::listen(&key, config.listen)?;
@@ -90,18 +95,22 @@ pub async fn run(config: CoordinatorConfig, ready: impl FnOnce(&PeerAddr)) -> Re
             "{unfinished} job(s) were unfinished when the coordinator last stopped; they run again or are settled"
         );
     }
+    let group = GroupCommit::start(db);
     let ticker = Arc::clone(&state);
+    let nudged = Arc::clone(&group);
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_millis(100));
         loop {
             every.tick().await;
             lock(&ticker).tick(now_ms());
+            nudged.nudge();
         }
     });
     while let Some(incoming) = endpoint.accept().await {
         let state = Arc::clone(&state);
+        let group = Arc::clone(&group);
         tokio::spawn(async move {
-            if let Err(e) = connection(state, incoming).await {
+            if let Err(e) = connection(state, group, incoming).await {
                 tracing::info!("connection ended: {e}");
             }
         });
@@ -150,7 +159,11 @@ enum SessionError {
     Protocol(String),
 }
 
-async fn connection(state: Shared, incoming: quinn::Incoming) -> Result<(), SessionError> {
+async fn connection(
+    state: Shared,
+    group: Arc<GroupCommit>,
+    incoming: quinn::Incoming,
+) -> Result<(), SessionError> {
     let conn = incoming.await.map_err(|e| SessionError::Protocol(e.to_string()))?;
     let peer = net::peer_did(&conn)?;
     let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| SessionError::Protocol(e.to_string()))?;
@@ -158,14 +171,15 @@ async fn connection(state: Shared, incoming: quinn::Incoming) -> Result<(), Sess
     frame::write(&mut send, &Hello::new(Role::Coordinator), MAX_MESSAGE_BYTES).await?;
     hello.check()?;
     match hello.role {
-        Role::Executor => executor_session(state, peer, send, recv).await,
+        Role::Executor => executor_session(state, group, peer, send, recv).await,
         Role::Client => {
-            client_request(&state, &peer, send, recv).await?;
+            client_request(&state, &group, &peer, send, recv).await?;
             // Further requests on further streams of the same connection.
             while let Ok((send, recv)) = conn.accept_bi().await {
                 let state = Arc::clone(&state);
+                let group = Arc::clone(&group);
                 let peer = peer.clone();
-                tokio::spawn(async move { client_request(&state, &peer, send, recv).await });
+                tokio::spawn(async move { client_request(&state, &group, &peer, send, recv).await });
             }
             Ok(())
         }
@@ -177,6 +191,7 @@ async fn connection(state: Shared, incoming: quinn::Incoming) -> Result<(), Sess
 
 async fn executor_session(
     state: Shared,
+    group: Arc<GroupCommit>,
     did: Did,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -197,6 +212,10 @@ async fn executor_session(
     tracing::info!("executor {did} joined");
     let writer = tokio::spawn(async move {
         while let Some(message) = rx.recv().await {
+            if matches!(message, ToExecutor::Receipt(_)) {
+                // A receipt says mana moved: only once the move is on disk.
+                group.durable().await;
+            }
             if frame::write(&mut send, &message, MAX_MESSAGE_BYTES).await.is_err() {
                 break;
             }
@@ -248,6 +267,7 @@ pub const MAX_MESSAGES_PER_SECOND: u32 = 2000;
 
 async fn client_request(
     state: &Shared,
+    group: &GroupCommit,
     peer: &Did,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -258,6 +278,8 @@ async fn client_request(
             let (tx, mut rx) = mpsc::unbounded_channel();
             let first = lock(state).submit(peer, &job, module, input, wait.then(|| tx.clone()), now_ms());
             let accepted = matches!(first, ClientReply::Accepted { .. });
+            // "Accepted" promises the job and its budget lock are recorded.
+            group.durable().await;
             frame::write(&mut send, &first, MAX_MESSAGE_BYTES).await?;
             if wait && accepted {
                 // The job may already be final (a resubmission of a finished job).
@@ -272,6 +294,9 @@ async fn client_request(
                 drop(tx);
                 while let Some(reply) = rx.recv().await {
                     let last = matches!(reply, ClientReply::Final(_));
+                    if last {
+                        group.durable().await;
+                    }
                     frame::write(&mut send, &reply, MAX_MESSAGE_BYTES).await?;
                     if last {
                         break;
@@ -297,6 +322,8 @@ async fn client_request(
             frame::write(&mut send, &reply, MAX_MESSAGE_BYTES).await?;
         }
         ClientRequest::Audit => {
+            // The audit describes what is on disk.
+            group.durable().await;
             let reply = match lock(state).ledger.audit() {
                 Ok(a) => ClientReply::Audit(AuditReport {
                     granted: a.granted,
