@@ -7,8 +7,9 @@
 //! the store never holds bytes under a name that is not theirs.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::ThreadId;
 
 use cid::Cid;
 use redb::{
@@ -53,6 +54,12 @@ redb_from!(redb::TransactionError, redb::TableError, redb::StorageError, redb::C
 /// between two single commits recovers from this too. A caller that must not say anything before
 /// it is durable (a receipt, "your job is recorded") notes [`Db::written`] and waits for a flush
 /// that covers it.
+///
+/// Units: [`Db::unit`] runs a closure with one write transaction open, and every
+/// [`Db::begin_write`] on that thread inside it joins that transaction, so an event that touches
+/// the store, the ledger and the journal costs one commit (fewer commits also make the next flush
+/// cheaper: each commit's pages are written at the flush). Inside a unit, a transaction dropped
+/// without `commit` does not roll back what it wrote: writers check before they write.
 #[derive(Debug, Clone)]
 pub struct Db {
     inner: Arc<DbInner>,
@@ -64,6 +71,61 @@ struct DbInner {
     grouped: AtomicBool,
     /// Write transactions begun so far (counted once each holds redb's writer lock).
     written: AtomicU64,
+    unit: Mutex<Unit>,
+}
+
+/// The transaction a [`Db::unit`] holds open, and the thread it belongs to.
+#[derive(Default)]
+struct Unit {
+    owner: Option<ThreadId>,
+    tx: Option<WriteTransaction>,
+}
+
+impl std::fmt::Debug for Unit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unit").field("owner", &self.owner).finish()
+    }
+}
+
+impl DbInner {
+    fn unit(&self) -> MutexGuard<'_, Unit> {
+        self.unit.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A write transaction from [`Db::begin_write`]: its own, or the open one of a [`Db::unit`].
+#[allow(missing_debug_implementations)]
+pub struct Tx<'a> {
+    tx: Option<WriteTransaction>,
+    unit: Option<&'a DbInner>,
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = WriteTransaction;
+    fn deref(&self) -> &WriteTransaction {
+        self.tx.as_ref().unwrap_or_else(|| unreachable!("a Tx holds its transaction until it ends"))
+    }
+}
+
+impl Tx<'_> {
+    /// Commits, or inside a unit hands the writes back to it (the unit commits them).
+    pub fn commit(mut self) -> Result<(), redb::Error> {
+        match (self.unit, self.tx.take()) {
+            (Some(inner), Some(tx)) => inner.unit().tx = Some(tx),
+            (None, Some(tx)) => tx.commit()?,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        // Inside a unit the transaction goes back to it; outside, dropping aborts it.
+        if let (Some(inner), Some(tx)) = (self.unit, self.tx.take()) {
+            inner.unit().tx = Some(tx);
+        }
+    }
 }
 
 impl Db {
@@ -78,12 +140,68 @@ impl Db {
         let db = Database::create(path)
             .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
         Ok(Self {
-            inner: Arc::new(DbInner { db, grouped: AtomicBool::new(false), written: AtomicU64::new(0) }),
+            inner: Arc::new(DbInner {
+                db,
+                grouped: AtomicBool::new(false),
+                written: AtomicU64::new(0),
+                unit: Mutex::new(Unit::default()),
+            }),
         })
     }
 
-    /// A write transaction, non-durable under group commit.
-    pub fn begin_write(&self) -> Result<WriteTransaction, redb::Error> {
+    /// A write transaction (non-durable under group commit); inside a [`Db::unit`] on this thread,
+    /// the unit's.
+    ///
+    /// # Panics
+    /// When called inside a unit while another `Tx` of that unit is alive (the writer would wait for
+    /// itself): a programming error.
+    pub fn begin_write(&self) -> Result<Tx<'_>, redb::Error> {
+        {
+            let mut unit = self.inner.unit();
+            if unit.owner == Some(std::thread::current().id()) {
+                let Some(tx) = unit.tx.take() else {
+                    panic!("a write transaction begun inside a unit while another is open");
+                };
+                return Ok(Tx { tx: Some(tx), unit: Some(&self.inner) });
+            }
+        }
+        Ok(Tx { tx: Some(self.begin_own()?), unit: None })
+    }
+
+    /// Runs `f` with one write transaction open for every write it makes on this thread, then
+    /// commits it (a unit inside a unit joins the outer one).
+    pub fn unit<R>(&self, f: impl FnOnce() -> R) -> Result<R, StoreError> {
+        let me = std::thread::current().id();
+        if self.inner.unit().owner == Some(me) {
+            return Ok(f());
+        }
+        // Outside our mutex: this waits for redb's writer lock (another thread's unit, a flush).
+        let tx = self.begin_own()?;
+        {
+            let mut unit = self.inner.unit();
+            unit.owner = Some(me);
+            unit.tx = Some(tx);
+        }
+        /// Closes the unit however `f` ends; if it panicked, its writes are dropped uncommitted.
+        struct Close<'a>(&'a DbInner);
+        impl Drop for Close<'_> {
+            fn drop(&mut self) {
+                let mut unit = self.0.unit();
+                unit.owner = None;
+                unit.tx = None;
+            }
+        }
+        let close = Close(&self.inner);
+        let result = f();
+        let tx = self.inner.unit().tx.take();
+        drop(close);
+        if let Some(tx) = tx {
+            tx.commit()?;
+        }
+        Ok(result)
+    }
+
+    fn begin_own(&self) -> Result<WriteTransaction, redb::Error> {
         let mut tx = self.inner.db.begin_write()?;
         // redb lets one writer in at a time, so counting here orders this transaction before any
         // flush that begins after it.
@@ -101,6 +219,10 @@ impl Db {
     /// From now on commits are durable only once [`Db::flush`] has run after them.
     pub fn group_commit(&self) {
         self.inner.grouped.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_grouped(&self) -> bool {
+        self.inner.grouped.load(Ordering::Relaxed)
     }
 
     /// How many write transactions have begun: a flush that returns at least this covers them.
@@ -147,7 +269,7 @@ impl Store {
     }
 
     /// Starts a batch: many puts, one commit.
-    pub fn batch(&self) -> Result<Batch, StoreError> {
+    pub fn batch(&self) -> Result<Batch<'_>, StoreError> {
         Ok(Batch { tx: self.db.begin_write()? })
     }
 
@@ -203,18 +325,18 @@ impl Store {
     }
 }
 
-/// Writes that commit together, or not at all (dropping a batch aborts it).
-pub struct Batch {
-    tx: WriteTransaction,
+/// Writes that commit together, or not at all (dropping a batch aborts it, outside a unit).
+pub struct Batch<'a> {
+    tx: Tx<'a>,
 }
 
-impl std::fmt::Debug for Batch {
+impl std::fmt::Debug for Batch<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Batch")
     }
 }
 
-impl Batch {
+impl Batch<'_> {
     pub fn put_blob(&mut self, bytes: &[u8]) -> Result<Cid, StoreError> {
         let cid = blob_cid(bytes);
         self.tx.open_table(BLOBS)?.insert(cid.to_bytes().as_slice(), bytes)?;

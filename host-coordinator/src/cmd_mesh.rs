@@ -94,6 +94,8 @@ pub fn node(coordinator: &str, data: PathBuf, price_per_hour: u64) -> u8 {
     if let Err(e) = std::fs::write(data.join("did"), format!("{}\n", key.did())) {
         return output::fail(&format!("cannot write {}/did: {e}", data.display()));
     }
+    // Bids and results commit without an fsync; the node flushes after each receipt.
+    store.db().group_commit();
     let node = ExecutorNode {
         key: Arc::new(key),
         store: Arc::new(store),

@@ -148,20 +148,19 @@ impl RedbLedger {
     }
 
     /// Runs `change` in one transaction unless `op` was applied before; records `op` with it.
+    /// `change` checks everything before it writes anything, so an error leaves no trace even inside
+    /// a [`Db::unit`] (where dropping the transaction does not roll back).
     fn once(
         &self,
         op: &str,
         change: impl FnOnce(&WriteTransaction) -> Result<(), LedgerError>,
     ) -> Result<(), LedgerError> {
         let tx = self.db.begin_write()?;
-        {
-            let mut applied = tx.open_table(APPLIED)?;
-            if applied.get(op)?.is_some() {
-                return Ok(());
-            }
-            applied.insert(op, ())?;
+        if tx.open_table(APPLIED)?.get(op)?.is_some() {
+            return Ok(());
         }
         change(&tx)?;
+        tx.open_table(APPLIED)?.insert(op, ())?;
         tx.commit()?;
         Ok(())
     }
@@ -176,10 +175,14 @@ fn put_account(tx: &WriteTransaction, did: &str, balance: Mana, locked: Mana) ->
     Ok(())
 }
 
-fn add_total(tx: &WriteTransaction, name: &str, amount: Mana) -> Result<(), LedgerError> {
-    let mut totals = tx.open_table(TOTALS)?;
-    let now = totals.get(name)?.map_or(0, |v| v.value());
-    totals.insert(name, now.checked_add(amount).ok_or(LedgerError::Overflow)?)?;
+/// `name`'s total plus `amount`, checked (nothing written).
+fn total_plus(tx: &WriteTransaction, name: &str, amount: Mana) -> Result<Mana, LedgerError> {
+    let now = tx.open_table(TOTALS)?.get(name)?.map_or(0, |v| v.value());
+    now.checked_add(amount).ok_or(LedgerError::Overflow)
+}
+
+fn set_total(tx: &WriteTransaction, name: &str, value: Mana) -> Result<(), LedgerError> {
+    tx.open_table(TOTALS)?.insert(name, value)?;
     Ok(())
 }
 
@@ -187,8 +190,10 @@ impl Ledger for RedbLedger {
     fn grant(&self, op: &str, did: &str, amount: Mana) -> Result<(), LedgerError> {
         self.once(op, |tx| {
             let (balance, locked) = get_account(tx, did)?;
-            put_account(tx, did, balance.checked_add(amount).ok_or(LedgerError::Overflow)?, locked)?;
-            add_total(tx, "granted", amount)
+            let balance = balance.checked_add(amount).ok_or(LedgerError::Overflow)?;
+            let granted = total_plus(tx, "granted", amount)?;
+            put_account(tx, did, balance, locked)?;
+            set_total(tx, "granted", granted)
         })
     }
 
@@ -214,9 +219,10 @@ impl Ledger for RedbLedger {
 
     fn resolve(&self, op: &str, lock: &str, resolution: &Resolution) -> Result<(), LedgerError> {
         self.once(op, |tx| {
+            // Everything is computed and checked first; only then is anything written.
             let (owner, amount) = {
-                let mut locks = tx.open_table(LOCKS)?;
-                let Some(entry) = locks.remove(lock)? else {
+                let locks = tx.open_table(LOCKS)?;
+                let Some(entry) = locks.get(lock)? else {
                     return Err(LedgerError::NoLock(lock.to_owned()));
                 };
                 let (owner, amount) = entry.value();
@@ -230,14 +236,23 @@ impl Ledger for RedbLedger {
             if paid > amount {
                 return Err(LedgerError::Overdrawn { lock: lock.to_owned(), locked: amount, paid });
             }
-            let (balance, locked) = get_account(tx, &owner)?;
             // The whole lock leaves `locked`; the unpaid rest returns to the owner's balance.
-            put_account(tx, &owner, balance + (amount - paid), locked - amount)?;
+            let mut accounts: BTreeMap<&str, (Mana, Mana)> = BTreeMap::new();
+            let (balance, locked) = get_account(tx, &owner)?;
+            accounts.insert(&owner, (balance + (amount - paid), locked - amount));
             for (did, pay) in &resolution.payouts {
-                let (balance, locked) = get_account(tx, did)?;
-                put_account(tx, did, balance.checked_add(*pay).ok_or(LedgerError::Overflow)?, locked)?;
+                let (balance, locked) = match accounts.get(did.as_str()) {
+                    Some(a) => *a,
+                    None => get_account(tx, did)?,
+                };
+                accounts.insert(did, (balance.checked_add(*pay).ok_or(LedgerError::Overflow)?, locked));
             }
-            add_total(tx, SINK, resolution.slash)
+            let sink = total_plus(tx, SINK, resolution.slash)?;
+            tx.open_table(LOCKS)?.remove(lock)?;
+            for (did, (balance, locked)) in accounts {
+                put_account(tx, did, balance, locked)?;
+            }
+            set_total(tx, SINK, sink)
         })
     }
 

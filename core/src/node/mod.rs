@@ -124,12 +124,25 @@ impl ExecutorNode {
         }
 
         let (work_tx, mut work_rx) = mpsc::unbounded_channel::<Work>();
+        // Frames are read by a task of their own: a read that lost a `select!` race half-way through
+        // a frame would drop the bytes it had taken and misread every frame after it.
+        let (incoming_tx, mut incoming) = mpsc::channel::<Result<ToExecutor, frame::FrameError>>(64);
+        let reader = tokio::spawn(async move {
+            loop {
+                let message = frame::read::<ToExecutor>(&mut recv, MAX_MESSAGE_BYTES).await;
+                let end = message.is_err();
+                if incoming_tx.send(message).await.is_err() || end {
+                    break;
+                }
+            }
+        });
         let mut running: Option<(Cid, Arc<Control>)> = None;
         // Whatever ends this connection also stops the job it was running: its result could not
         // be delivered, and the coordinator hands the job out again.
         let result = self
-            .work_loop(coordinator, &mut send, &mut recv, &work_tx, &mut work_rx, &mut running, events)
+            .work_loop(coordinator, &mut send, &mut incoming, &work_tx, &mut work_rx, &mut running, events)
             .await;
+        reader.abort();
         if let Some((_, control)) = running {
             control.cancel();
         }
@@ -141,7 +154,7 @@ impl ExecutorNode {
         &self,
         coordinator: &PeerAddr,
         send: &mut quinn::SendStream,
-        recv: &mut quinn::RecvStream,
+        incoming: &mut mpsc::Receiver<Result<ToExecutor, frame::FrameError>>,
         work_tx: &mpsc::UnboundedSender<Work>,
         work_rx: &mut mpsc::UnboundedReceiver<Work>,
         running: &mut Option<(Cid, Arc<Control>)>,
@@ -150,11 +163,11 @@ impl ExecutorNode {
         let mut unrevealed: Option<Finished> = None;
         loop {
             tokio::select! {
-                message = frame::read::<ToExecutor>(recv, MAX_MESSAGE_BYTES) => {
+                message = incoming.recv() => {
                     let message = match message {
-                        Ok(m) => m,
-                        Err(frame::FrameError::Closed) => return Ok(()),
-                        Err(e) => return Err(e.into()),
+                        Some(Ok(m)) => m,
+                        None | Some(Err(frame::FrameError::Closed)) => return Ok(()),
+                        Some(Err(e)) => return Err(e.into()),
                     };
                     let reply = self.handle(message, coordinator, running, &mut unrevealed, work_tx, events)?;
                     for m in reply {
@@ -280,6 +293,7 @@ impl ExecutorNode {
                     .map_err(|e| NodeError::Protocol(format!("receipt does not verify: {e}")))?;
                 if receipt.signer == coordinator.did {
                     let _ = self.store.put_record(&receipt, Some(receipt.payload.job));
+                    self.flush_in_background();
                     events(NodeEvent::Receipt {
                         job: receipt.payload.job,
                         receipt: receipt.cid(),
@@ -304,6 +318,20 @@ impl ExecutorNode {
                 Ok(Vec::new())
             }
             ToExecutor::Registered => Err(NodeError::Protocol("registered twice".into())),
+        }
+    }
+
+    /// Under group commit (`store.db().group_commit()`, what `icn node` uses) the node's records
+    /// become durable here, after each receipt, off the path of the next job: a crash loses at most
+    /// the bids and results since the last receipt, which the coordinator holds signed as well.
+    fn flush_in_background(&self) {
+        let db = self.store.db().clone();
+        if db.is_grouped() {
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = db.flush() {
+                    tracing::error!("flushing the node's store failed: {e}");
+                }
+            });
         }
     }
 

@@ -57,6 +57,21 @@ fn lock(state: &Shared) -> std::sync::MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Handles one event under the lock with all its writes (store, ledger, journal) in one commit.
+/// A commit that fails leaves the job table ahead of the disk, so the coordinator stops there;
+/// restarted, it recovers from what the disk holds (see `journal.rs`).
+fn in_one_commit<R>(state: &Shared, event: impl FnOnce(&mut State) -> R) -> R {
+    let mut s = lock(state);
+    let db = s.store.db().clone();
+    match db.unit(|| event(&mut s)) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("committing to the coordinator's database failed: {e}; stopping");
+            std::process::exit(70)
+        }
+    }
+}
+
 /// Opens the store, key and ledger in `data`, applies the genesis grants once, listens, and calls
 /// `ready` with the address to give executors and clients. Runs until the endpoint closes.
 pub async fn run(config: CoordinatorConfig, ready: impl FnOnce(&PeerAddr)) -> Result<(), CoordinatorError> {
@@ -67,10 +82,8 @@ pub async fn run(config: CoordinatorConfig, ready: impl FnOnce(&PeerAddr)) -> Re
     // Store, ledger and journal share one file, so one fsync makes a group of their writes durable
     // and a crash keeps the same prefix of all three.
     let db = Db::open(&config.data.join("store.redb")).map_err(|e| setup(e.to_string()))?;
-    let store = Store::within(db.clone()).map_err(|e| setup(e.to_string()))?;
-    let ledger = RedbLedger::within(db.clone()).map_err(|e| setup(e.to_string()))?;
-    let journal = journal::Journal::within(db.clone()).map_err(setup)?;
-    apply_genesis(&key, &store, &ledger, &config.grants)?;
+    let state = State::open(Arc::clone(&key), &db).map_err(setup)?;
+    apply_genesis(&key, &state.store, &state.ledger, &config.grants)?;
 
     let endpoint = net::listen(&key, config.listen)?;
     let address =
@@ -78,17 +91,7 @@ pub async fn run(config: CoordinatorConfig, ready: impl FnOnce(&PeerAddr)) -> Re
     write_address(&config.data, &address)?;
     ready(&address);
 
-    let state: Shared = Arc::new(Mutex::new(State {
-        key,
-        store,
-        ledger,
-        executors: Default::default(),
-        jobs: Default::default(),
-        reputation: Default::default(),
-        bid_deadlines: Vec::new(),
-        last_seen: Default::default(),
-        journal,
-    }));
+    let state: Shared = Arc::new(Mutex::new(state));
     let unfinished = lock(&state).recover(now_ms()).map_err(setup)?;
     if unfinished > 0 {
         tracing::warn!(
@@ -102,7 +105,7 @@ pub async fn run(config: CoordinatorConfig, ready: impl FnOnce(&PeerAddr)) -> Re
         let mut every = tokio::time::interval(Duration::from_millis(100));
         loop {
             every.tick().await;
-            lock(&ticker).tick(now_ms());
+            in_one_commit(&ticker, |s| s.tick(now_ms()));
             nudged.nudge();
         }
     });
@@ -203,12 +206,11 @@ async fn executor_session(
     };
     frame::write(&mut send, &ToExecutor::Registered, MAX_MESSAGE_BYTES).await?;
     let (outbox, mut rx) = mpsc::unbounded_channel::<ToExecutor>();
-    {
-        let mut s = lock(&state);
+    in_one_commit(&state, |s| {
         s.executors.insert(did.clone(), ExecutorEntry { outbox, capabilities, accepting, busy: None });
         s.last_seen.insert(did.clone(), now_ms());
         s.offer_pending(now_ms());
-    }
+    });
     tracing::info!("executor {did} joined");
     let writer = tokio::spawn(async move {
         while let Some(message) = rx.recv().await {
@@ -239,24 +241,28 @@ async fn executor_session(
                 "{did} sent more than {MAX_MESSAGES_PER_SECOND} messages in a second"
             )));
         }
-        let mut s = lock(&state);
-        s.last_seen.insert(did.clone(), now);
-        match message {
-            FromExecutor::Bid(bytes) => s.bid(&did, &bytes, now),
-            FromExecutor::Decline { job, .. } => s.decline(&did, job, now),
-            FromExecutor::Progress { job, permille, .. } => s.progress(&did, job, permille),
-            FromExecutor::Commit { job, commitment } => s.commit(&did, job, commitment),
-            FromExecutor::Result { record, output } => s.result(&did, &record, output, now),
-            FromExecutor::Accepting(accepting) => {
-                if let Some(e) = s.executors.get_mut(&did) {
-                    e.accepting = accepting;
-                }
-                s.offer_pending(now);
-            }
-            FromExecutor::Register { .. } => break Err(SessionError::Protocol("registered twice".into())),
+        if matches!(message, FromExecutor::Register { .. }) {
+            break Err(SessionError::Protocol("registered twice".into()));
         }
+        in_one_commit(&state, |s| {
+            s.last_seen.insert(did.clone(), now);
+            match message {
+                FromExecutor::Bid(bytes) => s.bid(&did, &bytes, now),
+                FromExecutor::Decline { job, .. } => s.decline(&did, job, now),
+                FromExecutor::Progress { job, permille, .. } => s.progress(&did, job, permille),
+                FromExecutor::Commit { job, commitment } => s.commit(&did, job, commitment),
+                FromExecutor::Result { record, output } => s.result(&did, &record, output, now),
+                FromExecutor::Accepting(accepting) => {
+                    if let Some(e) = s.executors.get_mut(&did) {
+                        e.accepting = accepting;
+                    }
+                    s.offer_pending(now);
+                }
+                FromExecutor::Register { .. } => {}
+            }
+        });
     };
-    lock(&state).executor_gone(&did, now_ms());
+    in_one_commit(&state, |s| s.executor_gone(&did, now_ms()));
     writer.abort();
     tracing::info!("executor {did} left");
     result
@@ -276,7 +282,9 @@ async fn client_request(
     match request {
         ClientRequest::Submit { job, module, input, wait } => {
             let (tx, mut rx) = mpsc::unbounded_channel();
-            let first = lock(state).submit(peer, &job, module, input, wait.then(|| tx.clone()), now_ms());
+            let first = in_one_commit(state, |s| {
+                s.submit(peer, &job, module, input, wait.then(|| tx.clone()), now_ms())
+            });
             let accepted = matches!(first, ClientReply::Accepted { .. });
             // "Accepted" promises the job and its budget lock are recorded.
             group.durable().await;

@@ -134,6 +134,22 @@ pub(super) fn refusal(code: ErrorCode, message: impl Into<String>) -> ClientRepl
 }
 
 impl State {
+    /// A coordinator's state over `db` (its store, ledger and journal tables), with no jobs loaded:
+    /// call [`State::recover`] to bring back a previous run's.
+    pub fn open(key: Arc<Keypair>, db: &icn_mesh_core::store::Db) -> Result<Self, String> {
+        Ok(Self {
+            key,
+            store: Store::within(db.clone()).map_err(|e| e.to_string())?,
+            ledger: RedbLedger::within(db.clone()).map_err(|e| e.to_string())?,
+            executors: HashMap::new(),
+            jobs: HashMap::new(),
+            reputation: HashMap::new(),
+            bid_deadlines: Vec::new(),
+            last_seen: HashMap::new(),
+            journal: Journal::within(db.clone())?,
+        })
+    }
+
     pub(super) fn sign<T: icn_mesh_core::dag::RecordKind>(
         &self,
         payload: T,

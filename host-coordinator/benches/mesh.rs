@@ -1,0 +1,543 @@
+//! Mesh benchmarks: a coordinator and executors as separate `icn` processes on loopback, a client
+//! in this process. `cargo bench -p icn-mesh-coordinator --bench mesh [-- latency|throughput|bids|memory]
+//! [--quick]`. Prints tables; the figures are quoted in the README.
+//!
+//! - latency: trivial jobs one after another (four executors, redundancy None), submit → final report,
+//!   which the coordinator sends only once the receipts are durable. Compared with the sum of the
+//!   parts no design can avoid, each measured in this same run (see `parts`).
+//! - throughput: eight executors, 64 jobs in flight, jobs completed per second; the ledger audit
+//!   must add up at the end. The coordinator's RSS after these jobs is the memory bar's second half.
+//! - bids: the coordinator's own bid path in this process (verify, check, score, stake lock, store,
+//!   award), then one flush: signed bids recorded durably per second.
+//! - memory: an idle executor's RSS after it has been connected for 60 s (5 s with --quick).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use icn_mesh_coordinator::client::{self, Session};
+use icn_mesh_coordinator::coordinator::state::{ExecutorEntry, State};
+use icn_mesh_coordinator::ledger::Ledger;
+use icn_mesh_core::dag::SignedRecord;
+use icn_mesh_core::identity::{Did, Keypair};
+use icn_mesh_core::market::{AvailabilityWindow, Bid, Capabilities, CapabilityProof, RuntimeKind};
+use icn_mesh_core::net::{self, PeerAddr, frame};
+use icn_mesh_core::protocol::{Blob, ClientReply, RecordBytes};
+use icn_mesh_core::records::JobRecord;
+use icn_mesh_core::sandbox::{Control, Sandbox, SandboxLimits};
+use icn_mesh_core::spec::Architecture;
+use icn_mesh_core::spec::JobSpec;
+use icn_mesh_core::store::{Db, Store};
+
+const ECHO: &[u8] = include_bytes!("../../examples/jobs/echo.wasm");
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+/// Child processes killed when dropped.
+struct Mesh {
+    _dir: tempfile::TempDir,
+    children: Vec<Child>,
+    coordinator: PeerAddr,
+    client: Rc<Keypair>,
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_for(path: &Path) -> String {
+    let start = Instant::now();
+    loop {
+        if let Ok(t) = std::fs::read_to_string(path)
+            && !t.trim().is_empty()
+        {
+            return t.trim().to_owned();
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start_mesh(executors: usize) -> Mesh {
+    let icn = env!("CARGO_BIN_EXE_icn");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client = Keypair::generate().expect("key");
+    let mut grants = vec![format!("{}=1000000000000", client.did())];
+    let mut node_dirs = Vec::new();
+    for i in 0..executors {
+        let d = dir.path().join(format!("node{i}"));
+        std::fs::create_dir_all(&d).expect("node dir");
+        let key = Keypair::generate().expect("key");
+        key.save(&d.join("node.key")).expect("save key");
+        grants.push(format!("{}=1000000000000", key.did()));
+        node_dirs.push(d);
+    }
+    let coord = dir.path().join("coordinator");
+    let mut cmd = Command::new(icn);
+    cmd.args(["coordinator", "--listen", "127.0.0.1:0", "--data"]).arg(&coord);
+    for g in &grants {
+        cmd.args(["--grant", g]);
+    }
+    let log = std::env::var_os("ICN_PROBE")
+        .map_or(Stdio::null(), |_| Stdio::from(std::fs::File::create("/tmp/coord.log").expect("log")));
+    cmd.env("ICN_LOG", "icn_mesh_coordinator=debug");
+    let mut children = vec![cmd.stdout(Stdio::null()).stderr(log).spawn().expect("coordinator")];
+    let coordinator = PeerAddr::parse(&wait_for(&coord.join("address"))).expect("address");
+    for (i, d) in node_dirs.iter().enumerate() {
+        children.push(
+            Command::new(icn)
+                .args(["node", "--coordinator", &coordinator.to_string(), "--data"])
+                .arg(d)
+                .args(["--price-per-hour", &(20_000 + 1000 * i as u64).to_string()])
+                .stdout(Stdio::null())
+                .stderr(std::env::var_os("ICN_PROBE").map_or(Stdio::null(), |_| {
+                    Stdio::from(std::fs::File::create(format!("/tmp/node{i}.log")).expect("log"))
+                }))
+                .spawn()
+                .expect("node"),
+        );
+    }
+    for d in &node_dirs {
+        wait_for(&d.join("did"));
+    }
+    // Registration follows the did file by a handshake.
+    std::thread::sleep(Duration::from_millis(800));
+    Mesh { _dir: dir, children, coordinator, client: Rc::new(client) }
+}
+
+fn trivial_job(key: &Keypair, n: u64) -> (SignedRecord<JobRecord>, Vec<u8>) {
+    let mut spec = JobSpec::from_json(&format!(
+        r#"{{"runtime": {{"type": "CCL", "contract": "", "args": "job {n}"}}, "budget": {{"max_total": 100}},
+            "selection_strategy": "LowestPrice"}}"#
+    ))
+    .expect("spec");
+    let record = client::job_record(&mut spec, ECHO, None, key, now_ms()).expect("job record");
+    (record, Vec::new())
+}
+
+/// Submits one trivial job and waits for its final report; returns its status.
+async fn run_job(session: &Session, key: &Keypair, n: u64) -> String {
+    let (record, input) = trivial_job(key, n);
+    let request = client::submit_request(&record, ECHO.to_vec(), input, true);
+    let mut status = String::from("no reply");
+    let t0 = Instant::now();
+    let probe = std::env::var_os("ICN_PROBE").is_some();
+    session
+        .request(&request, &mut |reply| match reply {
+            r if probe && !matches!(r, ClientReply::Final(_)) => {
+                eprintln!("{:>8.1} {r:?}", us(t0.elapsed()));
+                true
+            }
+            ClientReply::Final(r) => {
+                if probe {
+                    eprintln!("{:>8.1} final", us(t0.elapsed()));
+                }
+                status =
+                    if r.status == "completed" { r.status } else { format!("{}: {:?}", r.status, r.reason) };
+                false
+            }
+            ClientReply::Refused { code, message } => {
+                status = format!("refused {code} {message}");
+                false
+            }
+            _ => true,
+        })
+        .await
+        .expect("request");
+    status
+}
+
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    quantile(&v, 0.5)
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// The parts of one job's path that no design can avoid, each measured here, medians.
+struct Parts {
+    round_trip: Duration,
+    sign: Duration,
+    verify: Duration,
+    fsync: Duration,
+    wasm_start: Duration,
+}
+
+impl Parts {
+    /// The critical path of a trivial job under redundancy None with four executors:
+    /// 3 round trips (client↔coordinator, offer→bid, award→result); 6 signatures (job, bid, award,
+    /// result, validation, receipt); 8 verifications (the job by the coordinator and by the winner,
+    /// four bids in turn by the coordinator, the award, the result); 2 fsyncs (the job recorded with
+    /// its budget lock, the settlement); one wasm start.
+    fn critical_path(&self) -> Duration {
+        self.round_trip * 3 + self.sign * 6 + self.verify * 8 + self.fsync * 2 + self.wasm_start
+    }
+}
+
+fn measure_parts(dir: &Path) -> Parts {
+    let key = Keypair::generate().expect("key");
+    let (job, _) = trivial_job(&key, 0);
+    let signs: Vec<Duration> = (0..2000)
+        .map(|n| {
+            let t = Instant::now();
+            let r = trivial_job(&key, n);
+            let e = t.elapsed();
+            std::hint::black_box(r);
+            e
+        })
+        .collect();
+    let verifies: Vec<Duration> = (0..2000)
+        .map(|_| {
+            let t = Instant::now();
+            let r = SignedRecord::<JobRecord>::decode(job.bytes()).expect("verifies");
+            let e = t.elapsed();
+            std::hint::black_box(r);
+            e
+        })
+        .collect();
+    let db = Db::open(&dir.join("fsync.redb")).expect("db");
+    let store = Store::within(db.clone()).expect("store");
+    db.group_commit();
+    let fsyncs: Vec<Duration> = (0..300u32)
+        .map(|n| {
+            store.put_blob(&n.to_be_bytes()).expect("put");
+            let t = Instant::now();
+            db.flush().expect("flush");
+            t.elapsed()
+        })
+        .collect();
+    let sandbox = Sandbox::default();
+    let limits = SandboxLimits::default();
+    let input: Arc<[u8]> = Arc::from(&b"hello"[..]);
+    let starts: Vec<Duration> = (0..500)
+        .map(|_| {
+            let t = Instant::now();
+            let admitted = sandbox.admit(ECHO, "run").expect("admitted");
+            let out =
+                sandbox.execute(&admitted, Arc::clone(&input), &limits, &Control::default(), &mut |_| {});
+            let e = t.elapsed();
+            std::hint::black_box(out);
+            e
+        })
+        .collect();
+    Parts {
+        round_trip: quic_round_trip(),
+        sign: median(signs),
+        verify: median(verifies),
+        fsync: median(fsyncs),
+        wasm_start: median(starts),
+    }
+}
+
+/// A small frame there and back over one QUIC stream on loopback, both ends in this process.
+fn quic_round_trip() -> Duration {
+    let rt = runtime();
+    rt.block_on(async {
+        let server_key = Keypair::generate().expect("key");
+        let client_key = Keypair::generate().expect("key");
+        let endpoint = net::listen(&server_key, "127.0.0.1:0".parse().expect("addr")).expect("listen");
+        let addr = PeerAddr { did: server_key.did().clone(), addr: endpoint.local_addr().expect("addr") };
+        tokio::spawn(async move {
+            let conn = endpoint.accept().await.expect("incoming").await.expect("handshake");
+            let (mut send, mut recv) = conn.accept_bi().await.expect("stream");
+            while let Ok(m) = frame::read::<Vec<u8>>(&mut recv, 1 << 20).await {
+                frame::write(&mut send, &m, 1 << 20).await.expect("echo");
+            }
+        });
+        let dialer = net::dialer("127.0.0.1:0".parse().expect("addr")).expect("dialer");
+        let conn = net::connect(&dialer, &client_key, &addr).await.expect("connect");
+        let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+        let message = vec![7u8; 200];
+        let mut times = Vec::new();
+        for i in 0..3000 {
+            let t = Instant::now();
+            frame::write(&mut send, &message, 1 << 20).await.expect("write");
+            let _: Vec<u8> = frame::read(&mut recv, 1 << 20).await.expect("read");
+            if i >= 200 {
+                times.push(t.elapsed());
+            }
+        }
+        median(times)
+    })
+}
+
+fn latency(quick: bool) {
+    let jobs = if quick { 300 } else { 10_000 };
+    let mesh = start_mesh(4);
+    let parts = measure_parts(mesh._dir.path());
+    let rt = runtime();
+    let mut times = rt.block_on(async {
+        let session = Session::open(&mesh.coordinator, &mesh.client).await.expect("session");
+        // Warm-up: connections, caches, the executors' first runs.
+        for n in 0..20 {
+            assert_eq!(run_job(&session, &mesh.client, n).await, "completed");
+        }
+        let mut times = Vec::with_capacity(jobs);
+        for n in 0..jobs as u64 {
+            let t = Instant::now();
+            let status = run_job(&session, &mesh.client, 1000 + n).await;
+            times.push(t.elapsed());
+            assert_eq!(status, "completed", "job {n}");
+        }
+        session.close().await;
+        times
+    });
+    times.sort();
+    let sum = parts.critical_path();
+    println!("\nEnd-to-end latency, {jobs} trivial jobs one at a time, 4 executors, redundancy None");
+    println!("(submit → final report, sent once the receipts are durable)");
+    println!("{:<34} {:>10}", "part (median, this run)", "µs");
+    println!("{:<34} {:>10.1}", "QUIC round trip (×3)", us(parts.round_trip));
+    println!("{:<34} {:>10.1}", "ed25519 sign of a record (×6)", us(parts.sign));
+    println!("{:<34} {:>10.1}", "verify of a record (×8)", us(parts.verify));
+    println!("{:<34} {:>10.1}", "fsync (redb flush) (×2)", us(parts.fsync));
+    println!("{:<34} {:>10.1}", "wasm admit + run echo (×1)", us(parts.wasm_start));
+    println!("{:<34} {:>10.1}", "sum of the parts", us(sum));
+    println!("{:<10} {:>10} {:>14}", "quantile", "µs", "÷ sum of parts");
+    for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)] {
+        let v = quantile(&times, q);
+        println!("{name:<10} {:>10.1} {:>14.2}", us(v), v.as_secs_f64() / sum.as_secs_f64());
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// User + system CPU time a process has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; 100 ticks/s.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+fn throughput(quick: bool) {
+    let jobs: u64 = if quick { 1000 } else { 10_000 };
+    let in_flight = 64;
+    let mesh = start_mesh(8);
+    let rt = runtime();
+    let (elapsed, audit) = rt.block_on(async {
+        let session = Rc::new(Session::open(&mesh.coordinator, &mesh.client).await.expect("session"));
+        let key = Rc::clone(&mesh.client);
+        let next = Rc::new(std::cell::Cell::new(0u64));
+        let start = Instant::now();
+        let local = tokio::task::LocalSet::new();
+        let workers: Vec<_> = (0..in_flight)
+            .map(|_| {
+                let (session, key, next) = (Rc::clone(&session), Rc::clone(&key), Rc::clone(&next));
+                local.spawn_local(async move {
+                    loop {
+                        let n = next.get();
+                        if n >= jobs {
+                            break;
+                        }
+                        next.set(n + 1);
+                        let status = run_job(&session, &key, n).await;
+                        assert_eq!(status, "completed", "job {n}");
+                    }
+                })
+            })
+            .collect();
+        local
+            .run_until(async {
+                for w in workers {
+                    w.await.expect("worker");
+                }
+            })
+            .await;
+        let elapsed = start.elapsed();
+        let mut audit = None;
+        session
+            .request(&icn_mesh_core::protocol::ClientRequest::Audit, &mut |reply| {
+                if let ClientReply::Audit(a) = reply {
+                    audit = Some(a);
+                }
+                false
+            })
+            .await
+            .expect("audit");
+        (elapsed, audit.expect("an audit"))
+    });
+    let coordinator_rss = rss_kib(mesh.children[0].id());
+    let coordinator_cpu = cpu_time(mesh.children[0].id());
+    let executors_cpu: Duration = mesh.children[1..].iter().map(|c| cpu_time(c.id())).sum();
+    let own_cpu = cpu_time(std::process::id());
+    println!(
+        "\nThroughput: {jobs} trivial jobs, 8 executor processes, {in_flight} in flight, all on this machine"
+    );
+    println!("{:<40} {:>12}", "measure", "value");
+    println!("{:<40} {:>12.0}", "jobs completed per second", jobs as f64 / elapsed.as_secs_f64());
+    println!("{:<40} {:>12.2}", "wall time (s)", elapsed.as_secs_f64());
+    println!("{:<40} {:>12}", "ledger audit adds up", audit.conserved);
+    let per_job = |d: Duration| us(d) / jobs as f64;
+    println!("{:<40} {:>12.0}", "CPU per job, coordinator (µs)", per_job(coordinator_cpu));
+    println!("{:<40} {:>12.0}", "CPU per job, 8 executors together (µs)", per_job(executors_cpu));
+    println!("{:<40} {:>12.0}", "CPU per job, this client process (µs)", per_job(own_cpu));
+    println!(
+        "{:<40} {:>12.1}",
+        format!("coordinator RSS after {jobs} jobs (MiB)"),
+        coordinator_rss as f64 / 1024.0
+    );
+    assert!(audit.conserved, "the ledger audit does not add up");
+}
+
+fn executor_caps() -> Capabilities {
+    Capabilities {
+        cpu_cores: 4,
+        memory_mb: 4096,
+        disk_mb: 10_240,
+        gpu: None,
+        runtimes: vec![RuntimeKind::Wasm, RuntimeKind::Ccl],
+        architecture: Architecture::X86_64,
+        fuel_per_second: 300_000_000,
+    }
+}
+
+fn bids(quick: bool) {
+    let (jobs, executors) = if quick { (200, 16) } else { (2000, 16) };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(&dir.path().join("store.redb")).expect("db");
+    let key = Arc::new(Keypair::generate().expect("key"));
+    let mut state = State::open(key, &db).expect("state");
+    let client = Keypair::generate().expect("key");
+    state.ledger.grant("g-client", client.did().as_str(), 1 << 50).expect("grant");
+    let keys: Vec<Keypair> = (0..executors).map(|_| Keypair::generate().expect("key")).collect();
+    let mut outboxes = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        state.ledger.grant(&format!("g{i}"), k.did().as_str(), 1 << 40).expect("grant");
+        let (outbox, rx) = tokio::sync::mpsc::unbounded_channel();
+        outboxes.push(rx);
+        state.executors.insert(
+            k.did().clone(),
+            ExecutorEntry { outbox, capabilities: executor_caps(), accepting: true, busy: None },
+        );
+    }
+    db.group_commit();
+    let now = now_ms();
+    let mut signed: Vec<(Did, RecordBytes)> = Vec::new();
+    for n in 0..jobs {
+        let (record, input) = trivial_job(&client, n);
+        let reply = state.submit(
+            client.did(),
+            &RecordBytes(record.bytes().to_vec()),
+            Blob(ECHO.to_vec()),
+            Blob(input),
+            None,
+            now,
+        );
+        assert!(matches!(reply, ClientReply::Accepted { .. }), "{reply:?}");
+        for k in &keys {
+            let bid = Bid {
+                job: record.cid(),
+                bidder: k.did().clone(),
+                price: 10,
+                completion_time: now / 1000 + 5,
+                capabilities: executor_caps(),
+                availability: AvailabilityWindow { from: now / 1000, until: now / 1000 + 3600 },
+                reputation_score: 0.5,
+                completed_similar: 0,
+                success_rate: 1.0,
+                capability_proof: CapabilityProof::default(),
+                valid_until: now / 1000 + 60,
+            };
+            let bid = SignedRecord::sign(bid, k).expect("sign");
+            signed.push((k.did().clone(), RecordBytes(bid.bytes().to_vec())));
+        }
+    }
+    db.flush().expect("flush");
+    // Bids arrive interleaved across jobs, as they do from many executors.
+    let start = Instant::now();
+    for (did, bytes) in &signed {
+        state.bid(did, bytes, now);
+    }
+    db.flush().expect("flush");
+    let elapsed = start.elapsed();
+    let awarded = state.jobs.values().filter(|j| !j.executors.is_empty()).count();
+    assert_eq!(awarded, jobs as usize, "every job awarded");
+    let verify_only = {
+        let t = Instant::now();
+        for (_, bytes) in &signed {
+            std::hint::black_box(SignedRecord::<Bid>::decode(&bytes.0).expect("verifies"));
+        }
+        t.elapsed()
+    };
+    drop(outboxes);
+    println!(
+        "\nBids: {} signed bids ({jobs} jobs × {executors} executors), coordinator path in-process",
+        signed.len()
+    );
+    println!("{:<52} {:>12}", "measure", "bids/s");
+    println!(
+        "{:<52} {:>12.0}",
+        "verify + check + stake lock + store + award, one flush",
+        signed.len() as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "{:<52} {:>12.0}",
+        "verify alone (decode + ed25519)",
+        signed.len() as f64 / verify_only.as_secs_f64()
+    );
+}
+
+fn memory(quick: bool) {
+    let idle = if quick { 5 } else { 60 };
+    let mesh = start_mesh(1);
+    std::thread::sleep(Duration::from_secs(idle));
+    let node = rss_kib(mesh.children[1].id());
+    let coordinator = rss_kib(mesh.children[0].id());
+    println!("\nMemory: idle processes, {idle} s after the executor connected");
+    println!("{:<40} {:>10}", "process", "RSS MiB");
+    println!("{:<40} {:>10.1}", "executor node (icn node)", node as f64 / 1024.0);
+    println!("{:<40} {:>10.1}", "coordinator, no jobs", coordinator as f64 / 1024.0);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let named: Vec<&str> = ["latency", "throughput", "bids", "memory"]
+        .into_iter()
+        .filter(|n| args.iter().any(|a| a == n))
+        .collect();
+    let all = named.is_empty();
+    if all || named.contains(&"bids") {
+        bids(quick);
+    }
+    if all || named.contains(&"latency") {
+        latency(quick);
+    }
+    if all || named.contains(&"throughput") {
+        throughput(quick);
+    }
+    if all || named.contains(&"memory") {
+        memory(quick);
+    }
+}
