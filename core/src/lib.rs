@@ -10,6 +10,7 @@ pub mod local;
 pub mod market;
 pub mod net;
 pub mod node;
+pub mod policy;
 pub mod protocol;
 pub mod records;
 pub mod sandbox;

@@ -44,6 +44,9 @@ macro_rules! redb_from {
 }
 redb_from!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
+/// redb's page cache for a node's store: small, since a phone or a Pi runs it.
+pub const DEFAULT_CACHE_BYTES: usize = 4 << 20;
+
 /// One redb file that several tables-owners share (the coordinator keeps its DAG store, ledger and
 /// job journal in one, so a single fsync makes a group of their writes durable together), and
 /// whether its commits are durable one by one or in groups.
@@ -129,15 +132,24 @@ impl Drop for Tx<'_> {
 }
 
 impl Db {
-    /// Opens (or creates) the file at `path`, creating its directory if needed.
+    /// Opens (or creates) the file at `path`, creating its directory if needed, with redb's page
+    /// cache capped at [`DEFAULT_CACHE_BYTES`].
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Db::open`] with a page cache of at most `cache_bytes` (redb's own default is 1 GiB, which
+    /// a long-running daemon fills as its file grows).
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
             std::fs::create_dir_all(dir)
                 .map_err(|source| StoreError::Dir { path: dir.display().to_string(), source })?;
         }
-        let db = Database::create(path)
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
             .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
         Ok(Self {
             inner: Arc::new(DbInner {

@@ -95,6 +95,7 @@ impl State {
         }
         let _ = self.store.put_record(&bid, Some(cid));
         if let Some(job) = self.jobs.get_mut(&cid) {
+            job.bidders.push(bid.signer.clone());
             job.bids.push(bid);
         }
         self.close_if_all_answered(cid, now_ms);
@@ -122,8 +123,7 @@ impl State {
     /// Bidding windows that have run out, deadlines that have passed, executors gone silent.
     pub fn tick(&mut self, now_ms: u64) {
         let silent: Vec<(Cid, Did)> = self
-            .jobs
-            .iter()
+            .open_jobs()
             .filter(|(_, j)| matches!(j.phase, Phase::Assigned | Phase::Running))
             .flat_map(|(cid, j)| {
                 j.executors
@@ -154,8 +154,7 @@ impl State {
             }
         }
         let late: Vec<(Cid, Phase)> = self
-            .jobs
-            .iter()
+            .open_jobs()
             .filter(|(_, j)| {
                 !j.phase.is_final() && j.record.payload.spec.deadline.is_some_and(|d| d * 1000 <= now_ms)
             })

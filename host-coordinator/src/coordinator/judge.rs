@@ -1,7 +1,7 @@
 //! Execution and its end: progress, commit-reveal under redundancy, results checked against their
 //! CIDs and commitments, validation by redundancy level (§5.1), settlement (§6), failure handling and
 //! reassignment (§7).
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use icn_mesh_core::dag::{SignedRecord, blob_cid};
 use icn_mesh_core::identity::Did;
@@ -416,7 +416,17 @@ impl State {
             for w in job.waiters.drain(..) {
                 let _ = w.send(report.clone());
             }
+            // What a finished job keeps in memory is what a status request shows; its blobs and
+            // records are in the store.
+            job.module = Vec::new();
+            job.input = Vec::new();
+            job.bids = Vec::new();
+            job.results = BTreeMap::new();
+            job.commitments = HashMap::new();
+            job.offered = HashSet::new();
+            job.answered = HashSet::new();
         }
+        self.open.remove(&cid);
     }
 
     pub(super) fn stake_of(&self, cid: &Cid, did: &Did) -> u64 {

@@ -39,6 +39,10 @@ pub enum CoordinatorError {
     Net(#[from] net::NetError),
 }
 
+/// redb's page cache for the coordinator's database: the hot pages (open jobs, accounts, recent
+/// records) fit; older records are read from the file when asked for.
+pub const COORDINATOR_CACHE_BYTES: usize = 32 << 20;
+
 /// How the coordinator starts.
 #[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
@@ -81,7 +85,8 @@ pub async fn run(config: CoordinatorConfig, ready: impl FnOnce(&PeerAddr)) -> Re
         Arc::new(Keypair::load_or_create(&config.data.join("node.key")).map_err(|e| setup(e.to_string()))?);
     // Store, ledger and journal share one file, so one fsync makes a group of their writes durable
     // and a crash keeps the same prefix of all three.
-    let db = Db::open(&config.data.join("store.redb")).map_err(|e| setup(e.to_string()))?;
+    let db = Db::open_with_cache(&config.data.join("store.redb"), COORDINATOR_CACHE_BYTES)
+        .map_err(|e| setup(e.to_string()))?;
     let state = State::open(Arc::clone(&key), &db).map_err(setup)?;
     apply_genesis(&key, &state.store, &state.ledger, &config.grants)?;
 

@@ -4,7 +4,7 @@
 //! executors' outboxes. They never block and never await: the network driver (`mod.rs`) calls in
 //! with events and the time, under one lock.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use icn_mesh_core::dag::{SignedRecord, blob_cid};
@@ -94,6 +94,8 @@ pub struct Job {
     pub offered: HashSet<Did>,
     pub answered: HashSet<Did>,
     pub bids: Vec<SignedRecord<Bid>>,
+    /// Who bid in the last round (kept when a finished job drops its bids).
+    pub bidders: Vec<Did>,
     pub excluded: HashSet<Did>,
     pub executors: Vec<Did>,
     pub validators: Vec<Did>,
@@ -116,6 +118,9 @@ pub struct State {
     pub ledger: RedbLedger,
     pub executors: HashMap<Did, ExecutorEntry>,
     pub jobs: HashMap<Cid, Job>,
+    /// The jobs not yet final: what offers and the tick look at (finished jobs stay in `jobs`,
+    /// compacted, for status requests).
+    pub open: BTreeSet<Cid>,
     pub reputation: HashMap<Did, f64>,
     /// Jobs whose bidding window must be closed, with the time (ms) to close it.
     pub bid_deadlines: Vec<(Cid, u64)>,
@@ -143,6 +148,7 @@ impl State {
             ledger: RedbLedger::within(db.clone()).map_err(|e| e.to_string())?,
             executors: HashMap::new(),
             jobs: HashMap::new(),
+            open: BTreeSet::new(),
             reputation: HashMap::new(),
             bid_deadlines: Vec::new(),
             last_seen: HashMap::new(),
@@ -282,6 +288,7 @@ impl State {
             offered: HashSet::new(),
             answered: HashSet::new(),
             bids: Vec::new(),
+            bidders: Vec::new(),
             excluded: HashSet::new(),
             executors: Vec::new(),
             validators: Vec::new(),
@@ -296,6 +303,7 @@ impl State {
             waiters: waiter.into_iter().collect(),
         };
         self.jobs.insert(cid, job);
+        self.open.insert(cid);
         self.journal(&cid);
         self.offer(cid, now_ms);
         ClientReply::Accepted { job: cid }
@@ -319,6 +327,7 @@ impl State {
         job.offered.clear();
         job.answered.clear();
         job.bids.clear();
+        job.bidders.clear();
         let offer = ToExecutor::Offer {
             job: RecordBytes(job.record.bytes().to_vec()),
             bid_deadline_ms: now_ms + BID_WINDOW_MS,
@@ -354,10 +363,19 @@ impl State {
         self.bid_deadlines.push((cid, now_ms + BID_WINDOW_MS));
     }
 
+    /// The jobs not yet final, with their CIDs.
+    pub(super) fn open_jobs(&self) -> impl Iterator<Item = (&Cid, &Job)> {
+        self.open.iter().filter_map(|c| self.jobs.get(c).map(|j| (c, j)))
+    }
+
     /// Re-offers every pending job (an executor arrived or became free).
     pub fn offer_pending(&mut self, now_ms: u64) {
-        let pending: Vec<Cid> =
-            self.jobs.iter().filter(|(_, j)| j.phase == Phase::Pending).map(|(c, _)| *c).collect();
+        let pending: Vec<Cid> = self
+            .open
+            .iter()
+            .filter(|c| self.jobs.get(*c).is_some_and(|j| j.phase == Phase::Pending))
+            .copied()
+            .collect();
         for cid in pending {
             self.offer(cid, now_ms);
         }
@@ -401,10 +419,16 @@ impl State {
                 tracing::error!("journalled job {cid} is not in the store");
                 continue;
             };
-            let module = self.store.blob(&record.payload.module).ok().flatten().unwrap_or_default();
-            let input =
-                record.payload.input.and_then(|c| self.store.blob(&c).ok().flatten()).unwrap_or_default();
             let mut phase = Phase::from_name(&entry.phase);
+            // A finished job needs no blobs in memory (see `finish`).
+            let (module, input) = if phase.is_final() {
+                (Vec::new(), Vec::new())
+            } else {
+                (
+                    self.store.blob(&record.payload.module).ok().flatten().unwrap_or_default(),
+                    record.payload.input.and_then(|c| self.store.blob(&c).ok().flatten()).unwrap_or_default(),
+                )
+            };
             let (mut reason, mut receipts, mut paid) =
                 (entry.reason.clone(), entry.receipts.clone(), entry.paid.clone());
             let mut output = entry.output;
@@ -463,6 +487,7 @@ impl State {
                 offered: HashSet::new(),
                 answered: HashSet::new(),
                 bids: Vec::new(),
+            bidders: Vec::new(),
                 excluded: entry.excluded.into_iter().collect(),
                 executors: entry.executors,
                 validators: entry.validators,
@@ -476,6 +501,9 @@ impl State {
                 receipts,
                 waiters: Vec::new(),
             };
+            if !job.phase.is_final() {
+                self.open.insert(cid);
+            }
             self.jobs.insert(cid, job);
             self.journal(&cid);
         }
@@ -507,7 +535,7 @@ impl State {
             status: job.phase.name().into(),
             output_cid: job.output.map(|c| c.to_string()),
             executors: job.executors.iter().map(ToString::to_string).collect(),
-            bidders: job.bids.iter().map(|b| b.signer.to_string()).collect(),
+            bidders: job.bidders.iter().map(ToString::to_string).collect(),
             paid: job.paid.iter().map(|(d, a)| (d.to_string(), *a)).collect(),
             receipts: job.receipts.iter().map(ToString::to_string).collect(),
             reason: job.reason.clone(),
