@@ -123,7 +123,10 @@ impl DeviceStateUpdate {
         if let Some(t) = self.battery_temp_c
             && !(-50.0..=150.0).contains(&t)
         {
-            return Err(StateError { field: "battery_temp_c", why: format!("{t} °C is not a battery reading") });
+            return Err(StateError {
+                field: "battery_temp_c",
+                why: format!("{t} °C is not a battery reading"),
+            });
         }
         Ok(())
     }
@@ -289,6 +292,11 @@ impl PolicyEngine {
         self.evaluate(now)
     }
 
+    /// When the overheating back-off ends, if one was ever started.
+    pub fn backoff_ends(&self) -> Option<u64> {
+        self.overheated_at.map(|at| at + self.policy.overheat_backoff_secs)
+    }
+
     /// Decides for the current state at `now` (the back-off ends with time alone).
     pub fn evaluate(&mut self, now: u64) -> Verdict {
         let verdict = self.decide(now);
@@ -382,14 +390,16 @@ pub mod sysfs {
             match read("type").as_deref() {
                 Some("Battery") => battery = Some(dir.clone()),
                 Some("Mains" | "USB") => {
-                    mains_online = Some(mains_online.unwrap_or(false) || read("online").as_deref() == Some("1"))
+                    mains_online =
+                        Some(mains_online.unwrap_or(false) || read("online").as_deref() == Some("1"))
                 }
                 _ => {}
             }
         }
         match battery {
             Some(dir) => {
-                let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok().map(|s| s.trim().to_owned());
+                let read =
+                    |name: &str| std::fs::read_to_string(dir.join(name)).ok().map(|s| s.trim().to_owned());
                 update.battery_percent = read("capacity").and_then(|c| c.parse().ok());
                 // Tenths of a degree Celsius.
                 update.battery_temp_c = read("temp").and_then(|t| t.parse::<f64>().ok()).map(|t| t / 10.0);

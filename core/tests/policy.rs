@@ -1,9 +1,7 @@
 //! The device policy, table-driven on virtual time: every condition, its hysteresis, the
 //! overheating back-off, partial updates, the TOML file and the sysfs reader.
 
-use icn_mesh_core::policy::{
-    Decision, DeviceState, DeviceStateUpdate, Policy, PolicyEngine, Thermal, sysfs,
-};
+use icn_mesh_core::policy::{Decision, DeviceState, DeviceStateUpdate, Policy, PolicyEngine, Thermal, sysfs};
 
 /// A phone that may work under the default policy: plugged in, full, cool, idle, on Wi-Fi.
 fn good() -> DeviceState {
@@ -109,7 +107,10 @@ fn unplugging_mid_job_pauses_and_plugging_back_in_resumes() {
     assert_eq!(engine.evaluate(0).decision, Decision::Run);
     assert_eq!(engine.update(&json(r#"{"charging": false}"#), 5).decision, Decision::Pause);
     // Still 94%: plugged back in, it works again at once (the charge is over 90%).
-    assert_eq!(engine.update(&json(r#"{"charging": true, "battery_percent": 94}"#), 9).decision, Decision::Run);
+    assert_eq!(
+        engine.update(&json(r#"{"charging": true, "battery_percent": 94}"#), 9).decision,
+        Decision::Run
+    );
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! `icn coordinator`, `icn node`, `icn job submit|status`, `icn ledger balance|audit`.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,7 +12,8 @@ use icn_mesh_core::identity::{Did, Keypair};
 use icn_mesh_core::local::NodeCaps;
 use icn_mesh_core::market::{Capabilities, RuntimeKind};
 use icn_mesh_core::net::PeerAddr;
-use icn_mesh_core::node::{ExecutorNode, NodeEvent};
+use icn_mesh_core::node::{Device, ExecutorNode, NodeEvent};
+use icn_mesh_core::policy::{DeviceState, Policy, sysfs};
 use icn_mesh_core::protocol::{ClientReply, ClientRequest};
 use icn_mesh_core::sandbox::Sandbox;
 use icn_mesh_core::spec::{Architecture, JobSpec};
@@ -82,10 +83,31 @@ fn capabilities() -> Capabilities {
     }
 }
 
-pub fn node(coordinator: &str, data: PathBuf, price_per_hour: u64) -> u8 {
+/// How often `icn node` reads the battery and thermal state from sysfs (one wake-up a minute).
+const SYSFS_POLL: Duration = Duration::from_secs(60);
+
+/// The device policy `icn node` runs under: the file's, or the defaults; the state from sysfs.
+fn device(policy_file: Option<&Path>) -> Result<Arc<Device>, String> {
+    let policy = match policy_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Policy::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => Policy::default(),
+    };
+    let mut state = DeviceState::default();
+    sysfs::read(Path::new("/")).apply_to(&mut state);
+    Ok(Device::new(policy, state))
+}
+
+pub fn node(coordinator: &str, data: PathBuf, price_per_hour: u64, policy: Option<&Path>) -> u8 {
     let coordinator = match PeerAddr::parse(coordinator) {
         Ok(a) => a,
         Err(e) => return output::fail(&e.to_string()),
+    };
+    let device = match device(policy) {
+        Ok(d) => d,
+        Err(e) => return output::fail(&e),
     };
     let (store, key) = match output::open_store(&data).and_then(|s| Ok((s, output::node_key(&data)?))) {
         Ok(pair) => pair,
@@ -103,13 +125,24 @@ pub fn node(coordinator: &str, data: PathBuf, price_per_hour: u64) -> u8 {
         caps: NodeCaps::default(),
         capabilities: capabilities(),
         price_per_hour,
+        device: Arc::clone(&device),
     };
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => return output::fail(&e),
     };
     println!("{}", node.key.did());
+    let verdict = device.verdict();
+    eprintln!("device policy: {} ({})", verdict.decision.name(), verdict.reason);
     rt.block_on(async {
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(SYSFS_POLL);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                device.update(&sysfs::read(Path::new("/")));
+            }
+        });
         let mut backoff = Duration::from_millis(200);
         loop {
             let mut log = |event: NodeEvent| eprintln!("{}", describe(&event));
@@ -134,6 +167,7 @@ fn describe(event: &NodeEvent) -> String {
         NodeEvent::Finished { job, status, result } => format!("finished {job}: {status:?}, result {result}"),
         NodeEvent::Receipt { job, receipt, paid } => format!("paid {paid} for {job}, receipt {receipt}"),
         NodeEvent::Refused { reason } => format!("refused: {reason}"),
+        NodeEvent::Policy { decision, reason } => format!("device policy: {} ({reason})", decision.name()),
     }
 }
 

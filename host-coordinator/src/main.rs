@@ -64,7 +64,9 @@ enum Command {
         data: PathBuf,
         #[arg(long, default_value_t = 100)]
         price_per_hour: u64,
-        /// Device policy file (TOML). Not read yet: the device policy arrives with issue 5.
+        /// Device policy file (TOML; see README "Device policy"). Without one, the defaults: work
+        /// only while charging, battery ≥ 90% and ≤ 40 °C, thermal below moderate. Battery and
+        /// thermal state come from sysfs; a machine with no battery counts as charging.
         #[arg(long)]
         policy: Option<PathBuf>,
     },
@@ -118,13 +120,7 @@ fn main() -> ExitCode {
             cmd_mesh::coordinator(&listen, data, grants, json)
         }
         Command::Node { coordinator, data, price_per_hour, policy } => {
-            if let Some(policy) = policy {
-                eprintln!(
-                    "note: --policy {} is not applied yet (device policy arrives with issue 5)",
-                    policy.display()
-                );
-            }
-            cmd_mesh::node(&coordinator, data, price_per_hour)
+            cmd_mesh::node(&coordinator, data, price_per_hour, policy.as_deref())
         }
         Command::Ledger { command: LedgerCommand::Balance { did, coordinator, json } } => {
             cmd_mesh::balance(&did, &coordinator, json)

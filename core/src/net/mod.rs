@@ -6,6 +6,7 @@
 //! - [`PeerAddr`] — `DID@HOST:PORT`, the address format of every command that takes a peer.
 //! - [`Hello`] — the first frame each way on a connection's control stream: protocol version and role.
 
+pub mod client;
 pub mod frame;
 pub mod tls;
 

@@ -7,6 +7,7 @@
 //! phones and the `icn node` daemon).
 
 pub mod decide;
+pub mod device;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,10 +17,12 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::dag::{SignedRecord, blob_cid};
+use crate::error::FailureReason;
 use crate::identity::{Did, Keypair};
 use crate::local::{NodeCaps, limits_for};
 use crate::market::{Bid, Capabilities, CapabilityProof};
 use crate::net::{self, Hello, PeerAddr, Role, frame};
+use crate::policy::{Decision, Verdict};
 use crate::protocol::{Blob, FromExecutor, MAX_MESSAGE_BYTES, RecordBytes, ToExecutor};
 use crate::records::{
     AwardRecord, ENGINE, JobRecord, ReceiptRecord, RefusalRecord, ResultRecord, ResultStatus,
@@ -28,6 +31,7 @@ use crate::sandbox::{Control, ExecStatus, Sandbox};
 use crate::store::Store;
 
 pub use decide::{BidTerms, decide_bid};
+pub use device::Device;
 
 /// While running a job, the node reports at least this often.
 pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -48,15 +52,45 @@ pub enum NodeError {
 /// What the node did, for the CLI and the phone app to show.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NodeEvent {
-    Connected { coordinator: Did },
-    Offered { job: Cid },
-    Bid { job: Cid, price: u64 },
-    Declined { job: Cid, reason: String },
-    Awarded { job: Cid },
-    Progress { job: Cid, permille: u16 },
-    Finished { job: Cid, status: ResultStatus, result: Cid },
-    Receipt { job: Cid, receipt: Cid, paid: u64 },
-    Refused { reason: String },
+    Connected {
+        coordinator: Did,
+    },
+    Offered {
+        job: Cid,
+    },
+    Bid {
+        job: Cid,
+        price: u64,
+    },
+    Declined {
+        job: Cid,
+        reason: String,
+    },
+    Awarded {
+        job: Cid,
+    },
+    Progress {
+        job: Cid,
+        permille: u16,
+    },
+    Finished {
+        job: Cid,
+        status: ResultStatus,
+        result: Cid,
+    },
+    Receipt {
+        job: Cid,
+        receipt: Cid,
+        paid: u64,
+    },
+    Refused {
+        reason: String,
+    },
+    /// The device policy changed its mind (and the running job, if any, paused, resumed or stopped).
+    Policy {
+        decision: Decision,
+        reason: String,
+    },
 }
 
 /// An executor node: its key, its store, its sandbox and what it offers.
@@ -68,6 +102,42 @@ pub struct ExecutorNode {
     pub caps: NodeCaps,
     pub capabilities: Capabilities,
     pub price_per_hour: u64,
+    /// The device and its policy: whether to bid, and whether the running job may run.
+    pub device: Arc<Device>,
+}
+
+/// Why the node itself stopped a job (the result says so instead of a bare "cancelled").
+type StopReason = Arc<std::sync::Mutex<Option<(FailureReason, String)>>>;
+
+/// The job on this node's blocking thread.
+struct Running {
+    job: Cid,
+    control: Arc<Control>,
+    why: StopReason,
+    deadline: Option<u64>,
+    fuel_budget: u64,
+    fuel_used: u64,
+    paused: bool,
+}
+
+impl Running {
+    fn stop(&self, failure: FailureReason, message: String) {
+        *self.why.lock().unwrap_or_else(|e| e.into_inner()) = Some((failure, message));
+        self.control.cancel();
+    }
+
+    /// While paused, the moment (Unix seconds) after which the job can no longer finish by its
+    /// deadline at this node's speed: past it the node gives the job back instead of missing the
+    /// deadline silently.
+    fn give_up_at(&self, fuel_per_second: u64) -> Option<u64> {
+        let needed = self.fuel_budget.saturating_sub(self.fuel_used) / fuel_per_second.max(1) + 1;
+        self.deadline.filter(|_| self.paused).map(|d| d.saturating_sub(needed))
+    }
+}
+
+fn instant_at(unix_secs: u64) -> tokio::time::Instant {
+    let wait = unix_secs.saturating_sub(now_secs());
+    tokio::time::Instant::now() + std::time::Duration::from_secs(wait)
 }
 
 /// A finished run, waiting to be sent (at once, or after `Reveal` under Full(n)).
@@ -115,7 +185,7 @@ impl ExecutorNode {
         let register = FromExecutor::Register {
             capabilities: self.capabilities.clone(),
             price_per_hour: self.price_per_hour,
-            accepting: true,
+            accepting: self.device.verdict().may_bid(),
         };
         frame::write(&mut send, &register, MAX_MESSAGE_BYTES).await?;
         match frame::read::<ToExecutor>(&mut recv, MAX_MESSAGE_BYTES).await? {
@@ -136,15 +206,15 @@ impl ExecutorNode {
                 }
             }
         });
-        let mut running: Option<(Cid, Arc<Control>)> = None;
+        let mut running: Option<Running> = None;
         // Whatever ends this connection also stops the job it was running: its result could not
         // be delivered, and the coordinator hands the job out again.
         let result = self
             .work_loop(coordinator, &mut send, &mut incoming, &work_tx, &mut work_rx, &mut running, events)
             .await;
         reader.abort();
-        if let Some((_, control)) = running {
-            control.cancel();
+        if let Some(job) = running {
+            job.control.cancel();
         }
         result
     }
@@ -157,12 +227,36 @@ impl ExecutorNode {
         incoming: &mut mpsc::Receiver<Result<ToExecutor, frame::FrameError>>,
         work_tx: &mpsc::UnboundedSender<Work>,
         work_rx: &mut mpsc::UnboundedReceiver<Work>,
-        running: &mut Option<(Cid, Arc<Control>)>,
+        running: &mut Option<Running>,
         events: &mut dyn FnMut(NodeEvent),
     ) -> Result<(), NodeError> {
         let mut unrevealed: Option<Finished> = None;
+        let mut verdicts = self.device.subscribe();
+        let fuel_per_second = self.capabilities.fuel_per_second;
         loop {
+            // The only timers: giving a paused job back before its deadline, and the end of an
+            // overheating back-off. Neither exists while the node simply waits.
+            let give_up = running.as_ref().and_then(|r| r.give_up_at(fuel_per_second));
+            let recheck = self.device.recheck_at();
             tokio::select! {
+                Ok(()) = verdicts.changed() => {
+                    let verdict = verdicts.borrow_and_update().clone();
+                    self.obey(&verdict, running.as_mut(), events);
+                    let accepting = FromExecutor::Accepting(verdict.may_bid());
+                    frame::write(send, &accepting, MAX_MESSAGE_BYTES).await?;
+                }
+                () = tokio::time::sleep_until(instant_at(give_up.unwrap_or(0))), if give_up.is_some() => {
+                    if let Some(job) = running.as_mut() {
+                        job.stop(
+                            FailureReason::DeadlineExceeded,
+                            "paused by the device policy for too long to finish by the deadline; given back".into(),
+                        );
+                        job.paused = false;
+                    }
+                }
+                () = tokio::time::sleep_until(instant_at(recheck.unwrap_or(0))), if recheck.is_some() => {
+                    self.device.recheck();
+                }
                 message = incoming.recv() => {
                     let message = match message {
                         Some(Ok(m)) => m,
@@ -176,6 +270,9 @@ impl ExecutorNode {
                 }
                 Some(work) = work_rx.recv() => match work {
                     Work::Progress { job, permille, fuel_used } => {
+                        if let Some(r) = running.as_mut().filter(|r| r.job == job) {
+                            r.fuel_used = fuel_used;
+                        }
                         events(NodeEvent::Progress { job, permille });
                         frame::write(send, &FromExecutor::Progress { job, permille, fuel_used }, MAX_MESSAGE_BYTES).await?;
                     }
@@ -204,12 +301,29 @@ impl ExecutorNode {
         }
     }
 
+    /// Applies the policy's verdict to the running job: pause it between fuel slices, resume it, or
+    /// stop it (reported as a failure the coordinator reassigns).
+    fn obey(&self, verdict: &Verdict, running: Option<&mut Running>, events: &mut dyn FnMut(NodeEvent)) {
+        if let Some(job) = running {
+            match verdict.decision {
+                Decision::Run => job.control.resume(),
+                Decision::Pause => job.control.pause(),
+                Decision::Stop => job.stop(
+                    FailureReason::CrashOrPanic,
+                    format!("stopped by the device policy: {}", verdict.reason),
+                ),
+            }
+            job.paused = verdict.decision == Decision::Pause;
+        }
+        events(NodeEvent::Policy { decision: verdict.decision, reason: verdict.reason.clone() });
+    }
+
     /// One message from the coordinator; returns what to send back.
     fn handle(
         &self,
         message: ToExecutor,
         coordinator: &PeerAddr,
-        running: &mut Option<(Cid, Arc<Control>)>,
+        running: &mut Option<Running>,
         unrevealed: &mut Option<Finished>,
         work_tx: &mpsc::UnboundedSender<Work>,
         events: &mut dyn FnMut(NodeEvent),
@@ -219,8 +333,11 @@ impl ExecutorNode {
                 let job = SignedRecord::<JobRecord>::decode(&job.0)
                     .map_err(|e| NodeError::Protocol(format!("offered job does not verify: {e}")))?;
                 events(NodeEvent::Offered { job: job.cid() });
+                let verdict = self.device.verdict();
                 let decision = if running.is_some() {
                     Err("busy with another job".to_owned())
+                } else if !verdict.may_bid() {
+                    Err(format!("the device policy says {}: {}", verdict.decision.name(), verdict.reason))
                 } else {
                     decide_bid(&job.payload.spec, &self.capabilities, self.price_per_hour, true, now_secs())
                 };
@@ -274,8 +391,21 @@ impl ExecutorNode {
                 }
                 events(NodeEvent::Awarded { job: job.cid() });
                 let control = Arc::new(Control::default());
-                *running = Some((job.cid(), Arc::clone(&control)));
-                self.start(job, award, module.0, input.0, control, reveal_first, work_tx.clone());
+                let verdict = self.device.verdict();
+                let mut job_run = Running {
+                    job: job.cid(),
+                    control: Arc::clone(&control),
+                    why: StopReason::default(),
+                    deadline: job.payload.spec.deadline,
+                    fuel_budget: job.payload.spec.fuel_budget(),
+                    fuel_used: 0,
+                    paused: false,
+                };
+                // Awarded just as the policy changed its mind: start in the state it says.
+                self.obey(&verdict, Some(&mut job_run), &mut |_| {});
+                let why = Arc::clone(&job_run.why);
+                *running = Some(job_run);
+                self.start(job, award, module.0, input.0, control, why, reveal_first, work_tx.clone());
                 Ok(Vec::new())
             }
             ToExecutor::Reveal { job } => match unrevealed.take() {
@@ -303,10 +433,10 @@ impl ExecutorNode {
                 Ok(Vec::new())
             }
             ToExecutor::Cancel { job, .. } => {
-                if let Some((running_job, control)) = running.as_ref()
-                    && *running_job == job
+                if let Some(r) = running.as_ref()
+                    && r.job == job
                 {
-                    control.cancel();
+                    r.control.cancel();
                 }
                 Ok(Vec::new())
             }
@@ -344,6 +474,7 @@ impl ExecutorNode {
         module: Vec<u8>,
         input: Vec<u8>,
         control: Arc<Control>,
+        why: StopReason,
         reveal_first: bool,
         work: mpsc::UnboundedSender<Work>,
     ) {
@@ -392,6 +523,7 @@ impl ExecutorNode {
                 }
                 Err(problem) => (None, Some(problem)),
             };
+            let stopped = why.lock().unwrap_or_else(|e| e.into_inner()).take();
             let (status, failure, problem, exit_code, output, fuel_used, peak, truncated) = match &outcome {
                 Some(o) => (
                     match o.status {
@@ -417,6 +549,15 @@ impl ExecutorNode {
                     0,
                     false,
                 ),
+            };
+            // Stopped by this node (the device policy): said plainly, as a failure to reassign.
+            let (status, failure, problem) = match (status, stopped) {
+                (ResultStatus::Cancelled, Some((reason, message))) => (
+                    ResultStatus::Failed,
+                    Some(reason),
+                    Some(crate::error::Problem::new(crate::error::ErrorCode::J004, "device", message)),
+                ),
+                (status, _) => (status, failure, problem),
             };
             let output_cid =
                 (status == ResultStatus::Completed || !output.is_empty()).then(|| blob_cid(&output));

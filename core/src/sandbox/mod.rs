@@ -162,6 +162,10 @@ impl Control {
         self.update(|s| s.cancelled = true);
     }
 
+    pub fn is_cancelled(&self) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).cancelled
+    }
+
     fn update(&self, change: impl FnOnce(&mut ControlState)) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         change(&mut state);

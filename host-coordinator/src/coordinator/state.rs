@@ -487,7 +487,7 @@ impl State {
                 offered: HashSet::new(),
                 answered: HashSet::new(),
                 bids: Vec::new(),
-            bidders: Vec::new(),
+                bidders: Vec::new(),
                 excluded: entry.excluded.into_iter().collect(),
                 executors: entry.executors,
                 validators: entry.validators,

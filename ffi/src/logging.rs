@@ -1,0 +1,43 @@
+//! Where the library's `tracing` output goes: logcat on Android (tracing-android), the unified log
+//! on Apple platforms (tracing-oslog), stderr elsewhere. The app calls [`init_logging`] once.
+
+use std::sync::Once;
+
+static INIT: Once = Once::new();
+
+/// Routes the library's logs to the platform's log, at `level` (`error`, `warn`, `info`, `debug`,
+/// `trace`; anything else means `info`). Later calls do nothing.
+#[uniffi::export]
+pub fn init_logging(level: String) {
+    INIT.call_once(|| install(&level));
+}
+
+fn filter(level: &str) -> tracing_subscriber::EnvFilter {
+    let level = match level {
+        "error" | "warn" | "info" | "debug" | "trace" => level,
+        _ => "info",
+    };
+    tracing_subscriber::EnvFilter::new(level)
+}
+
+#[cfg(target_os = "android")]
+fn install(level: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    if let Ok(layer) = tracing_android::layer("icn-mesh") {
+        let _ = tracing_subscriber::registry().with(filter(level)).with(layer).try_init();
+    }
+}
+
+#[cfg(target_vendor = "apple")]
+fn install(level: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let layer = tracing_oslog::OsLogger::new("org.icn-mesh", "default");
+    let _ = tracing_subscriber::registry().with(filter(level)).with(layer).try_init();
+}
+
+#[cfg(not(any(target_os = "android", target_vendor = "apple")))]
+fn install(level: &str) {
+    let _ = tracing_subscriber::fmt().with_env_filter(filter(level)).with_writer(std::io::stderr).try_init();
+}
