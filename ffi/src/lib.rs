@@ -253,7 +253,7 @@ async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static
 impl MeshNode {
     /// Opens (or creates) the node in `data_dir`: its key and store.
     #[uniffi::constructor]
-    pub fn open(data_dir: String) -> Result<Arc<Self>, MeshError> {
+    pub fn new(data_dir: String) -> Result<Arc<Self>, MeshError> {
         Ok(Arc::new(Self { core: Arc::new(NodeCore::open(Path::new(&data_dir))?) }))
     }
 

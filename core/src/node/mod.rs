@@ -36,6 +36,11 @@ pub use device::Device;
 /// While running a job, the node reports at least this often.
 pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// While its job is paused by the device policy, the node says it is alive this often: often enough
+/// to keep the QUIC connection (idle timeout 60 s) and the coordinator's patience (120 s), rarely
+/// enough that a paused phone wakes up 1.5 times a minute.
+pub const PAUSED_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(40);
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeError {
@@ -244,6 +249,13 @@ impl ExecutorNode {
                     self.obey(&verdict, running.as_mut(), events);
                     let accepting = FromExecutor::Accepting(verdict.may_bid());
                     frame::write(send, &accepting, MAX_MESSAGE_BYTES).await?;
+                }
+                () = tokio::time::sleep(PAUSED_KEEPALIVE), if running.as_ref().is_some_and(|r| r.paused) => {
+                    if let Some(r) = running.as_ref() {
+                        let permille = 0;
+                        let alive = FromExecutor::Progress { job: r.job, permille, fuel_used: r.fuel_used };
+                        frame::write(send, &alive, MAX_MESSAGE_BYTES).await?;
+                    }
                 }
                 () = tokio::time::sleep_until(instant_at(give_up.unwrap_or(0))), if give_up.is_some() => {
                     if let Some(job) = running.as_mut() {

@@ -8,7 +8,7 @@ use icn_mesh_core::protocol::{Blob, RecordBytes, ToExecutor};
 use icn_mesh_core::records::AwardRecord;
 use icn_mesh_core::{Cid, ErrorCode, FailureReason};
 
-use super::state::{EXECUTOR_SILENCE_MS, Phase, State, stake_lock};
+use super::state::{EXECUTOR_SILENCE_MS, PAUSED_SILENCE_MS, Phase, State, stake_lock};
 use crate::ledger::Ledger;
 
 impl State {
@@ -120,6 +120,15 @@ impl State {
         }
     }
 
+    /// How long `did` may say nothing while it works: longer while its device policy has paused it
+    /// (it said so, and sends a keep-alive every 40 s instead of progress every second).
+    fn silence_limit(&self, did: &Did) -> u64 {
+        match self.executors.get(did) {
+            Some(e) if !e.accepting => PAUSED_SILENCE_MS,
+            _ => EXECUTOR_SILENCE_MS,
+        }
+    }
+
     /// Bidding windows that have run out, deadlines that have passed, executors gone silent.
     pub fn tick(&mut self, now_ms: u64) {
         let silent: Vec<(Cid, Did)> = self
@@ -133,7 +142,7 @@ impl State {
                     .filter(|d| {
                         self.last_seen
                             .get(*d)
-                            .is_none_or(|seen| now_ms.saturating_sub(*seen) > EXECUTOR_SILENCE_MS)
+                            .is_none_or(|seen| now_ms.saturating_sub(*seen) > self.silence_limit(d))
                     })
                     .map(|d| (*cid, d.clone()))
                     .collect::<Vec<_>>()
