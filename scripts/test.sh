@@ -4,9 +4,11 @@
 #   2. cargo fmt --check and clippy -D warnings
 #   3. the whole test suite (unit, integration, multi-process, CLI), and the records checked by
 #      independent IPLD implementations (Python)
-#   4. each fuzz target for a bounded time (FUZZ_SECONDS, default 60)
-#   5. the sandbox's overhead counted in instructions under callgrind, gated at 1.05x bare wasmi
-#   6. the benchmarks in --quick mode, so they stay runnable (wall-time figures are printed, not gated)
+#   4. the bindings: regenerated and compared; C (valgrind), Python (pytest) and Kotlin (JVM) tests
+#      against the real library (scripts/test-bindings.sh)
+#   5. each fuzz target for a bounded time (FUZZ_SECONDS, default 60)
+#   6. the sandbox's overhead counted in instructions under callgrind, gated at 1.05x bare wasmi
+#   7. the benchmarks in --quick mode, so they stay runnable (wall-time figures are printed, not gated)
 # Exits non-zero on the first failure. Nothing is skipped: a missing tool is installed, not ignored.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +25,9 @@ command -v clang-14 >/dev/null || need_apt+=(clang-14)
 command -v wat2wasm >/dev/null || need_apt+=(wabt)
 command -v gcc >/dev/null || need_apt+=(gcc)
 command -v valgrind >/dev/null || need_apt+=(valgrind)
+command -v java >/dev/null || need_apt+=(openjdk-17-jdk-headless)
+[ -f /usr/share/java/jna.jar ] || need_apt+=(libjna-java)
+command -v npm >/dev/null || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
@@ -31,6 +36,13 @@ fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+kotlin_home=$HOME/.cache/icn-mesh/kotlin
+[ -x "$kotlin_home/node_modules/kotlin-compiler/bin/kotlinc" ] \
+  || (mkdir -p "$kotlin_home" && cd "$kotlin_home" && npm install --silent --no-audit --no-fund kotlin-compiler)
+venv=${ICN_VENV:-$HOME/.cache/icn-mesh/venv}
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -c 'import dag_cbor, multiformats, cryptography, pytest' 2>/dev/null \
+  || "$venv/bin/pip" install -q dag-cbor==0.3.3 multiformats==0.3.1 cryptography pytest
 
 step "example jobs are reproducible"
 tmp=$(mktemp -d)
@@ -53,11 +65,10 @@ step "tests"
 cargo test --workspace --locked
 
 step "records read by independent IPLD tools (Python dag-cbor, multiformats, cryptography)"
-venv=${ICN_VENV:-$HOME/.cache/icn-mesh/venv}
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -c 'import dag_cbor, multiformats, cryptography' 2>/dev/null \
-  || "$venv/bin/pip" install -q dag-cbor==0.3.3 multiformats==0.3.1 cryptography
 "$venv/bin/python" tests/ipld/check_records.py "$CARGO_TARGET_DIR/debug/icn" "$PWD"
+
+step "bindings: C (valgrind), Python (pytest), Kotlin (JVM) against the real library"
+scripts/test-bindings.sh
 
 step "fuzz (${FUZZ_SECONDS}s per target)"
 (
@@ -86,6 +97,7 @@ scripts/bench-instructions.sh
 step "benchmarks (quick mode: they must run; figures are for reading, not gating)"
 cargo bench --locked -p icn-mesh-core --bench sandbox --bench records -- --quick
 cargo bench --locked -p icn-mesh-coordinator --bench startup -- --quick
+cargo bench --locked -p icn-mesh-coordinator --bench mesh -- --quick
 
 echo
 echo "all tests passed"

@@ -1611,16 +1611,17 @@ class MeshError:  # type: ignore
     
     class Refused(_UniffiTempMeshError):
         """
-        The input was refused before anything ran (a bad spec, module, state or address).
+        The input was refused before anything ran (a bad spec, module, state or address). (`detail`,
+        not `message`: Kotlin exceptions have a `message` of their own.)
 """
         
-        def __init__(self, code, message):
+        def __init__(self, code, detail):
             super().__init__(", ".join([
                 "code={!r}".format(code),
-                "message={!r}".format(message),
+                "detail={!r}".format(detail),
             ]))
             self.code = code
-            self.message = message
+            self.detail = detail
 
         def __repr__(self):
             return "MeshError.Refused({})".format(str(self))
@@ -1630,13 +1631,13 @@ class MeshError:  # type: ignore
         Storage, the network or the coordinator failed.
 """
         
-        def __init__(self, code, message):
+        def __init__(self, code, detail):
             super().__init__(", ".join([
                 "code={!r}".format(code),
-                "message={!r}".format(message),
+                "detail={!r}".format(detail),
             ]))
             self.code = code
-            self.message = message
+            self.detail = detail
 
         def __repr__(self):
             return "MeshError.Unavailable({})".format(str(self))
@@ -1680,11 +1681,11 @@ class _UniffiFfiConverterTypeMeshError(_UniffiConverterRustBuffer):
     def check_lower(value):
         if isinstance(value, MeshError.Refused):
             _UniffiFfiConverterString.check_lower(value.code)
-            _UniffiFfiConverterString.check_lower(value.message)
+            _UniffiFfiConverterString.check_lower(value.detail)
             return
         if isinstance(value, MeshError.Unavailable):
             _UniffiFfiConverterString.check_lower(value.code)
-            _UniffiFfiConverterString.check_lower(value.message)
+            _UniffiFfiConverterString.check_lower(value.detail)
             return
         if isinstance(value, MeshError.Cancelled):
             return
@@ -1694,11 +1695,11 @@ class _UniffiFfiConverterTypeMeshError(_UniffiConverterRustBuffer):
         if isinstance(value, MeshError.Refused):
             buf.write_i32(1)
             _UniffiFfiConverterString.write(value.code, buf)
-            _UniffiFfiConverterString.write(value.message, buf)
+            _UniffiFfiConverterString.write(value.detail, buf)
         if isinstance(value, MeshError.Unavailable):
             buf.write_i32(2)
             _UniffiFfiConverterString.write(value.code, buf)
-            _UniffiFfiConverterString.write(value.message, buf)
+            _UniffiFfiConverterString.write(value.detail, buf)
         if isinstance(value, MeshError.Cancelled):
             buf.write_i32(3)
 

@@ -1447,14 +1447,15 @@ enum MeshError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     
     
     /**
-     * The input was refused before anything ran (a bad spec, module, state or address).
+     * The input was refused before anything ran (a bad spec, module, state or address). (`detail`,
+     * not `message`: Kotlin exceptions have a `message` of their own.)
      */
-    case Refused(code: String, message: String
+    case Refused(code: String, detail: String
     )
     /**
      * Storage, the network or the coordinator failed.
      */
-    case Unavailable(code: String, message: String
+    case Unavailable(code: String, detail: String
     )
     /**
      * The call was cancelled with `cancel()`.
@@ -1491,11 +1492,11 @@ public struct FfiConverterTypeMeshError: FfiConverterRustBuffer {
         
         case 1: return .Refused(
             code: try FfiConverterString.read(from: &buf), 
-            message: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf)
             )
         case 2: return .Unavailable(
             code: try FfiConverterString.read(from: &buf), 
-            message: try FfiConverterString.read(from: &buf)
+            detail: try FfiConverterString.read(from: &buf)
             )
         case 3: return .Cancelled
 
@@ -1510,16 +1511,16 @@ public struct FfiConverterTypeMeshError: FfiConverterRustBuffer {
 
         
         
-        case let .Refused(code,message):
+        case let .Refused(code,detail):
             writeInt(&buf, Int32(1))
             FfiConverterString.write(code, into: &buf)
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
             
         
-        case let .Unavailable(code,message):
+        case let .Unavailable(code,detail):
             writeInt(&buf, Int32(2))
             FfiConverterString.write(code, into: &buf)
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
             
         
         case .Cancelled:

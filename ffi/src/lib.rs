@@ -34,12 +34,13 @@ pub fn version() -> String {
 /// a message that says what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
 pub enum MeshError {
-    /// The input was refused before anything ran (a bad spec, module, state or address).
-    #[error("{code}: {message}")]
-    Refused { code: String, message: String },
+    /// The input was refused before anything ran (a bad spec, module, state or address). (`detail`,
+    /// not `message`: Kotlin exceptions have a `message` of their own.)
+    #[error("{code}: {detail}")]
+    Refused { code: String, detail: String },
     /// Storage, the network or the coordinator failed.
-    #[error("{code}: {message}")]
-    Unavailable { code: String, message: String },
+    #[error("{code}: {detail}")]
+    Unavailable { code: String, detail: String },
     /// The call was cancelled with `cancel()`.
     #[error("cancelled")]
     Cancelled,
@@ -49,8 +50,8 @@ impl From<CoreError> for MeshError {
     fn from(e: CoreError) -> Self {
         use icn_mesh_core::ErrorCode::{J007, J009};
         match e.code {
-            J007 | J009 => Self::Unavailable { code: e.code.to_string(), message: e.message },
-            code => Self::Refused { code: code.to_string(), message: e.message },
+            J007 | J009 => Self::Unavailable { code: e.code.to_string(), detail: e.message },
+            code => Self::Refused { code: code.to_string(), detail: e.message },
         }
     }
 }
@@ -245,7 +246,7 @@ async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static
         .spawn(move || {
             let _ = tx.send(work());
         })
-        .map_err(|e| MeshError::Unavailable { code: "J009".into(), message: e.to_string() })?;
+        .map_err(|e| MeshError::Unavailable { code: "J009".into(), detail: e.to_string() })?;
     rx.await.map_err(|_| MeshError::Cancelled)
 }
 

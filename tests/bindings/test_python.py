@@ -58,7 +58,7 @@ def test_refusals_carry_their_codes(icn_mesh, tmp_path):
     assert (run.status, run.code) == ("refused", "J002")
     with pytest.raises(icn_mesh.MeshError.Refused) as e:
         node.set_device_state(icn_mesh.DeviceState(battery_percent=140.0))
-    assert e.value.code == "J001" and "battery_percent" in e.value.message
+    assert e.value.code == "J001" and "battery_percent" in e.value.detail
     with pytest.raises(icn_mesh.MeshError.Unavailable) as e:
         icn_mesh.MeshNode("/proc/icn-cannot-be-here")
     assert e.value.code == "J009"

@@ -2377,16 +2377,17 @@ public object FfiConverterTypeDecision: FfiConverterRustBuffer<Decision> {
 sealed class MeshException: kotlin.Exception() {
     
     /**
-     * The input was refused before anything ran (a bad spec, module, state or address).
+     * The input was refused before anything ran (a bad spec, module, state or address). (`detail`,
+     * not `message`: Kotlin exceptions have a `message` of their own.)
      */
     class Refused(
         
         val `code`: kotlin.String, 
         
-        val `message`: kotlin.String
+        val `detail`: kotlin.String
         ) : MeshException() {
         override val message
-            get() = "code=${ `code` }, message=${ `message` }"
+            get() = "code=${ `code` }, detail=${ `detail` }"
     }
     
     /**
@@ -2396,10 +2397,10 @@ sealed class MeshException: kotlin.Exception() {
         
         val `code`: kotlin.String, 
         
-        val `message`: kotlin.String
+        val `detail`: kotlin.String
         ) : MeshException() {
         override val message
-            get() = "code=${ `code` }, message=${ `message` }"
+            get() = "code=${ `code` }, detail=${ `detail` }"
     }
     
     /**
@@ -2449,13 +2450,13 @@ public object FfiConverterTypeMeshError : FfiConverterRustBuffer<MeshException> 
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`code`)
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`detail`)
             )
             is MeshException.Unavailable -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`code`)
-                + FfiConverterString.allocationSize(value.`message`)
+                + FfiConverterString.allocationSize(value.`detail`)
             )
             is MeshException.Cancelled -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
@@ -2469,13 +2470,13 @@ public object FfiConverterTypeMeshError : FfiConverterRustBuffer<MeshException> 
             is MeshException.Refused -> {
                 buf.putInt(1)
                 FfiConverterString.write(value.`code`, buf)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
             is MeshException.Unavailable -> {
                 buf.putInt(2)
                 FfiConverterString.write(value.`code`, buf)
-                FfiConverterString.write(value.`message`, buf)
+                FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
             is MeshException.Cancelled -> {
