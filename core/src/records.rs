@@ -92,6 +92,19 @@ pub struct AwardRecord {
     /// Which attempt this is (1 for the first award; more after reassignment).
     pub attempt: u32,
     pub awarded_at_ms: u64,
+    /// Earlier attempts' failures that §7.2's `adjust_job_spec` answers (more memory after
+    /// OutOfMemory, more fuel and time after CpuTimeout): the executor runs
+    /// `adjust_job_spec` over the signed spec for each, in order. Absent when empty, so records made
+    /// before the field existed keep their bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adjusted_for: Vec<crate::error::FailureReason>,
+}
+
+impl AwardRecord {
+    /// The spec the awarded executor runs: the job's, adjusted for every earlier failure listed.
+    pub fn effective_spec(&self, spec: &crate::spec::JobSpec) -> crate::spec::JobSpec {
+        self.adjusted_for.iter().fold(spec.clone(), |s, f| crate::market::adjust_job_spec(&s, *f))
+    }
 }
 
 impl RecordKind for AwardRecord {

@@ -376,6 +376,16 @@ fn a_memory_bomb_is_capped_and_its_peak_reported() {
         "(module {ABI} (memory (export \"memory\") 1000) (func (export \"run\") (result i32) (i32.const 0)))"
     ));
     failed(&run_with(&fat, b"", &limits), FailureReason::OutOfMemory, ErrorCode::J009);
+    // A job that checks its grow, is refused and gives up with its own code is out of memory too
+    // (§7.2 then retries it with double the memory): the code is kept for its author.
+    let careful = module(
+        r#"(func (export "run") (result i32)
+             (if (i32.eq (memory.grow (i32.const 100)) (i32.const -1)) (then (return (i32.const 3))))
+             (i32.const 0))"#,
+    );
+    let outcome = run_with(&careful, b"", &limits);
+    failed(&outcome, FailureReason::OutOfMemory, ErrorCode::J009);
+    assert_eq!(outcome.exit_code, Some(3));
 }
 
 #[test]

@@ -49,7 +49,7 @@ pub fn run(command: DagCommand) -> u8 {
 fn block(text: &str, data: Option<PathBuf>) -> Result<(Cid, Vec<u8>), String> {
     let cid = parse_cid(text)?;
     let dir = output::data_dir(data)?;
-    let store = output::open_store(&dir)?;
+    let (store, _copy) = output::open_store_for_reading(&dir)?;
     match store.block(&cid).map_err(|e| e.to_string())? {
         Some(bytes) => Ok((cid, bytes)),
         None => Err(format!("{cid} is not in the store at {}", dir.display())),

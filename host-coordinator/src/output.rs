@@ -31,6 +31,30 @@ pub fn open_store(dir: &Path) -> Result<Store, String> {
     Store::open(&dir.join(STORE_FILE)).map_err(|e| e.to_string())
 }
 
+/// A store to read from, even while a daemon (`icn coordinator`, `icn node`) holds it: redb locks
+/// its file for the writer, so the reader then opens a copy of the file, which holds everything
+/// the daemon has made durable (its group commits flush at least every 100 ms on a coordinator and
+/// after each receipt on a node). The copy lives as long as the returned guard.
+pub fn open_store_for_reading(dir: &Path) -> Result<(Store, Option<tempfile::TempDir>), String> {
+    let path = dir.join(STORE_FILE);
+    match Store::open(&path) {
+        Ok(store) => Ok((store, None)),
+        Err(icn_mesh_core::store::StoreError::Open {
+            source: redb::DatabaseError::DatabaseAlreadyOpen,
+            ..
+        }) => {
+            let copy_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let copy = copy_dir.path().join(STORE_FILE);
+            std::fs::copy(&path, &copy).map_err(|e| format!("cannot copy {}: {e}", path.display()))?;
+            // Opening the copy for writing lets redb finish what the live file had in flight.
+            let store = Store::open(&copy)
+                .map_err(|e| format!("{} (a copy of the live store): {e}", path.display()))?;
+            Ok((store, Some(copy_dir)))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// The node key in `dir`, created on first use.
 pub fn node_key(dir: &Path) -> Result<Keypair, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;

@@ -188,6 +188,22 @@ fn the_script_facing_contract_holds_between_processes() {
         .cloned();
     assert_eq!(poor_account.map(|a| (a["balance"].clone(), a["locked"].clone())), Some((3.into(), 0.into())));
 
+    // While the daemons run (each holds its store's lock), `dag show` and `dag export` read a copy.
+    let (code, shown, err) = run(&["dag", "show", &receipt, "--data", &d("coord"), "--json"]);
+    assert_eq!(code, 0, "dag show on a live coordinator's store: {err}");
+    assert_eq!(shown[0]["kind"], "receipt", "{shown:?}");
+    let exported = |dir: &str| {
+        Command::new(icn()).args(["dag", "export", &receipt, "--data", dir]).output().is_ok_and(|o| {
+            o.status.success() && icn_mesh_core::dag::record_cid(&o.stdout).to_string() == receipt
+        })
+    };
+    let start = std::time::Instant::now();
+    // A node makes its receipt durable just after it arrives.
+    while !(0..2).any(|i| exported(&d(&format!("node{i}")))) {
+        assert!(start.elapsed() < Duration::from_secs(10), "no live node's store holds the receipt");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     // Stop everything; the stores then hold the signed receipt on both sides.
     drop(procs);
     let (code, _, err) = run(&["dag", "show", &receipt, "--data", &d("coord"), "--json"]);
@@ -203,6 +219,22 @@ fn the_script_facing_contract_holds_between_processes() {
 
 #[test]
 fn a_coordinator_killed_mid_job_restarts_and_finishes_it_paying_once() {
+    killed_and_restarted(None);
+}
+
+/// Kills the coordinator at a chosen instant inside settlement (see `coordinator/fault.rs`): before
+/// the ledger moves, after it moves, after the settlement is durable but before the client hears.
+/// Each time the restarted coordinator ends the job completed, paid once, the audit exact.
+#[test]
+fn a_coordinator_killed_inside_settlement_restarts_paying_once() {
+    for point in ["settle-before-ledger", "settle-after-ledger", "final-after-flush"] {
+        killed_and_restarted(Some(point));
+    }
+}
+
+/// Runs a job, kills the coordinator (SIGKILL once the job runs, or at crash point `at`), restarts
+/// it on the same address and checks the job completes and is paid exactly once.
+fn killed_and_restarted(at: Option<&str>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = |name: &str| dir.path().join(name).display().to_string();
     let (_, keygen, _) = run(&["keygen", "--out", &d("submitter.key"), "--json"]);
@@ -211,8 +243,12 @@ fn a_coordinator_killed_mid_job_restarts_and_finishes_it_paying_once() {
     std::fs::create_dir_all(dir.path().join("node")).expect("dir");
     node_key.save(&dir.path().join("node/node.key")).expect("save");
     let grants = [format!("{submitter}=5000"), format!("{}=1000", node_key.did())];
-    let start_coordinator = |listen: &str| {
-        Command::new(icn())
+    let start_coordinator = |listen: &str, crash_at: Option<&str>| {
+        let mut command = Command::new(icn());
+        if let Some(point) = crash_at {
+            command.env("ICN_CRASH_AT", point);
+        }
+        command
             .args([
                 "coordinator",
                 "--listen",
@@ -229,7 +265,7 @@ fn a_coordinator_killed_mid_job_restarts_and_finishes_it_paying_once() {
             .spawn()
             .expect("coordinator")
     };
-    let mut coordinator = start_coordinator("127.0.0.1:0");
+    let mut coordinator = start_coordinator("127.0.0.1:0", at);
     let address = wait_for(&dir.path().join("coord/address"));
     let port = address.rsplit(':').next().expect("port").to_owned();
     let mut procs = Procs(Vec::new());
@@ -251,30 +287,61 @@ fn a_coordinator_killed_mid_job_restarts_and_finishes_it_paying_once() {
     let input = dir.path().join("n.txt");
     std::fs::write(&input, n).expect("input");
     let module = root().join("examples/jobs/sieve.wasm").display().to_string();
-    let (code, lines, err) = submit(
-        &spec.display().to_string(),
-        &address,
-        &d("submitter.key"),
-        &module,
-        &["--input", &input.display().to_string(), "--json"],
-    );
-    assert_eq!(code, 0, "{err}");
-    let job_id = lines[0]["job_id"].as_str().expect("job id").to_owned();
+    let job_id = match at {
+        None => {
+            let (code, lines, err) = submit(
+                &spec.display().to_string(),
+                &address,
+                &d("submitter.key"),
+                &module,
+                &["--input", &input.display().to_string(), "--json"],
+            );
+            assert_eq!(code, 0, "{err}");
+            lines[0]["job_id"].as_str().expect("job id").to_owned()
+        }
+        Some(point) => {
+            // Followed to its end (the final report needs a waiting client), where it crashes.
+            let mut waiter = Command::new(icn())
+                .args(["job", "submit", &spec.display().to_string(), "--coordinator", &address])
+                .args(["--key", &d("submitter.key"), "--module", &module])
+                .args(["--input", &input.display().to_string(), "--wait", "--json"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("waiter");
+            let mut first = String::new();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(waiter.stdout.take().expect("stdout")),
+                &mut first,
+            )
+            .expect("the job id line");
+            procs.0.push(waiter);
+            let start = Instant::now();
+            while coordinator.try_wait().expect("try_wait").is_none() {
+                assert!(start.elapsed() < Duration::from_secs(60), "the coordinator never reached {point}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let line: Value = serde_json::from_str(&first).expect("a JSON line");
+            line["job_id"].as_str().expect("job id").to_owned()
+        }
+    };
     let start = Instant::now();
-    while !["assigned", "running"].contains(
-        &run(&["job", "status", &job_id, "--coordinator", &address, "--json"]).1[0]["status"]
-            .as_str()
-            .unwrap_or(""),
-    ) {
+    while at.is_none()
+        && !["assigned", "running"].contains(
+            &run(&["job", "status", &job_id, "--coordinator", &address, "--json"]).1[0]["status"]
+                .as_str()
+                .unwrap_or(""),
+        )
+    {
         assert!(start.elapsed() < Duration::from_secs(20), "the job never started");
         std::thread::sleep(Duration::from_millis(20));
     }
 
     // SIGKILL, then a restart on the same address: the genesis grants are not applied twice, the job
     // runs again and completes, and the submitter pays once.
-    coordinator.kill().expect("SIGKILL");
+    let _ = coordinator.kill();
     coordinator.wait().expect("reaped");
-    let coordinator = start_coordinator(&format!("127.0.0.1:{port}"));
+    let coordinator = start_coordinator(&format!("127.0.0.1:{port}"), None);
     procs.0.push(coordinator);
     let start = Instant::now();
     let final_status = loop {
@@ -307,4 +374,76 @@ fn a_coordinator_killed_mid_job_restarts_and_finishes_it_paying_once() {
         5000 - (node_balance - 1000),
         "the submitter paid exactly what the node earned, once"
     );
+}
+
+#[test]
+fn an_out_of_memory_job_is_reassigned_after_a_back_off_with_double_the_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = |name: &str| dir.path().join(name).display().to_string();
+    let (_, keygen, _) = run(&["keygen", "--out", &d("submitter.key"), "--json"]);
+    let submitter = keygen[0]["did"].as_str().expect("did").to_owned();
+    let mut grants = vec![format!("{submitter}=5000")];
+    let mut dids = Vec::new();
+    for i in 0..2 {
+        let key = icn_mesh_core::identity::Keypair::generate().expect("key");
+        std::fs::create_dir_all(dir.path().join(format!("node{i}"))).expect("dir");
+        key.save(&dir.path().join(format!("node{i}/node.key"))).expect("save");
+        grants.push(format!("{}=1000", key.did()));
+        dids.push(key.did().to_string());
+    }
+    let mut procs = Procs(Vec::new());
+    let mut coordinator = Command::new(icn());
+    coordinator.args(["coordinator", "--listen", "127.0.0.1:0", "--data", &d("coord")]);
+    for g in &grants {
+        coordinator.args(["--grant", g]);
+    }
+    procs.0.push(coordinator.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("coordinator"));
+    let address = wait_for(&dir.path().join("coord/address"));
+    // Different prices, so the first award is predictable: node0 is cheaper.
+    for (i, price) in [(0, "200000"), (1, "300000")] {
+        procs.0.push(
+            Command::new(icn())
+                .args(["node", "--coordinator", &address, "--data", &d(&format!("node{i}"))])
+                .args(["--price-per-hour", price])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("node"),
+        );
+        wait_for(&dir.path().join(format!("node{i}/did")));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+
+    // 3,000,000 needs a 1.5 MB sieve; 16 pages are 1 MiB, so the first run is out of memory. §7.2
+    // doubles the memory for the second attempt, which the other executor then completes.
+    let spec = dir.path().join("tight.json");
+    std::fs::write(
+        &spec,
+        r#"{"runtime": {"type": "WASM", "memory_pages": 16}, "budget": {"max_total": 1000},
+            "compute": {"estimated_cpu_hours": 0.001}}"#,
+    )
+    .expect("spec");
+    std::fs::write(dir.path().join("n.txt"), "3000000").expect("input");
+    let module = root().join("examples/jobs/sieve.wasm").display().to_string();
+    let started = Instant::now();
+    let (code, lines, err) = submit(
+        &spec.display().to_string(),
+        &address,
+        &d("submitter.key"),
+        &module,
+        &["--input", &d("n.txt"), "--wait", "--json"],
+    );
+    let elapsed = started.elapsed();
+    assert_eq!(code, 0, "{err} {lines:?}");
+    let last = lines.last().expect("final report");
+    assert_eq!(last["status"], "completed", "{last}");
+    assert_eq!(last["executors"], serde_json::json!([dids[1]]), "reassigned to the other executor: {last}");
+    assert!(elapsed >= Duration::from_millis(500), "the retry waited out its back-off ({elapsed:?})");
+    let (_, audit, _) = run(&["ledger", "audit", "--coordinator", &address, "--json"]);
+    assert_eq!(audit[0]["conserved"], true, "{audit:?}");
+    // The failed executor lost half its 5% stake (200 mana price: 10 staked, 5 slashed).
+    assert_eq!(audit[0]["sink"], 5, "{audit:?}");
+    let first =
+        audit[0]["accounts"].as_array().expect("accounts").iter().find(|a| a["did"] == dids[0].as_str());
+    assert_eq!(first.map(|a| a["balance"].clone()), Some(995.into()), "{audit:?}");
 }

@@ -408,8 +408,8 @@ impl ExecutorNode {
                     job: job.cid(),
                     control: Arc::clone(&control),
                     why: StopReason::default(),
-                    deadline: job.payload.spec.deadline,
-                    fuel_budget: job.payload.spec.fuel_budget(),
+                    deadline: award.payload.effective_spec(&job.payload.spec).deadline,
+                    fuel_budget: award.payload.effective_spec(&job.payload.spec).fuel_budget(),
                     fuel_used: 0,
                     paused: false,
                 };
@@ -496,7 +496,9 @@ impl ExecutorNode {
         let caps = self.caps.clone();
         tokio::task::spawn_blocking(move || {
             let job_cid = job.cid();
-            let spec = &job.payload.spec;
+            // The signed spec, adjusted as the award says for earlier attempts' failures (§7.2).
+            let effective = award.payload.effective_spec(&job.payload.spec);
+            let spec = &effective;
             let entry = match &spec.runtime {
                 crate::spec::Runtime::WASM { function, .. } | crate::spec::Runtime::CCL { function, .. } => {
                     function.clone()

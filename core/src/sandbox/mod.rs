@@ -305,6 +305,15 @@ impl<'a> Execution<'a> {
             self.store.data().memory.map_or(0, |m| m.size(&self.store) * crate::spec::WASM_PAGE_BYTES);
         let (status, failure, problem, exit_code) = match end {
             End::Returned(0) => (ExecStatus::Completed, None, None, Some(0)),
+            // It asked for memory, was refused, and gave up: out of memory, whatever code it chose.
+            End::Returned(code) if self.store.data().limiter.refused_memory.is_some() => {
+                let End::Failed(reason, problem) =
+                    self.memory_exhausted(self.store.data().limiter.refused_memory)
+                else {
+                    unreachable!("memory_exhausted always fails")
+                };
+                (ExecStatus::Failed, Some(reason), Some(problem), Some(code))
+            }
             End::Returned(code) => (
                 ExecStatus::Failed,
                 Some(FailureReason::InvalidInput),

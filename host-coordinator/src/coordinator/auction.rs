@@ -187,6 +187,15 @@ impl State {
             };
             self.finish(cid, Phase::Failed, reason.into(), now_ms);
         }
+        // Jobs whose back-off has run out are offered again.
+        let retry: Vec<Cid> = self
+            .open_jobs()
+            .filter(|(_, j)| j.phase == Phase::Pending && j.not_before_ms != 0 && j.not_before_ms <= now_ms)
+            .map(|(c, _)| *c)
+            .collect();
+        for cid in retry {
+            self.offer(cid, now_ms);
+        }
         let due: Vec<Cid> =
             self.bid_deadlines.iter().filter(|(_, at)| *at <= now_ms).map(|(c, _)| *c).collect();
         self.bid_deadlines.retain(|(_, at)| *at > now_ms);
@@ -251,6 +260,7 @@ impl State {
             price,
             attempt: job.attempt,
             awarded_at_ms: now_ms,
+            adjusted_for: job.adjustments.clone(),
         };
         job.executors = executors.clone();
         job.validators = validators.clone();

@@ -29,6 +29,7 @@ pub struct Entry {
     pub output: Option<Cid>,
     pub paid: Vec<(Did, u64)>,
     pub receipts: Vec<Cid>,
+    pub adjustments: Vec<icn_mesh_core::FailureReason>,
 }
 
 #[derive(Debug)]

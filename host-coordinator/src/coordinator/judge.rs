@@ -13,6 +13,10 @@ use icn_mesh_core::spec::RedundancyLevel;
 use icn_mesh_core::{Cid, ErrorCode, FailureReason};
 
 use super::state::{MAX_ATTEMPTS, Phase, State, stake_lock};
+
+/// §7.2 back-off between attempts: 250 ms × 2^attempt plus up to 250 ms of jitter.
+pub const RETRY_BACKOFF: market::BackoffStrategy =
+    market::BackoffStrategy::Jittered(std::time::Duration::from_millis(250));
 use crate::ledger::{Ledger, Resolution};
 
 impl State {
@@ -162,7 +166,23 @@ impl State {
                 let others: Vec<Did> =
                     job.executors.iter().chain(&job.validators).filter(|d| *d != did).cloned().collect();
                 job.phase = Phase::Pending;
-                job.reason = Some(format!("{did} failed ({failure}); reassigning"));
+                // §7.2: the next attempt waits out a jittered exponential back-off (the seed is the
+                // job's, so the delay can be replayed), and runs a spec adjusted for the failure.
+                if market::adjust_job_spec(&job.effective_spec(), failure) != job.effective_spec() {
+                    job.adjustments.push(failure);
+                }
+                let seed = u64::from_be_bytes(cid.hash().digest()[..8].try_into().unwrap_or([0; 8]));
+                let delay = RETRY_BACKOFF.delay(job.attempt, seed);
+                job.not_before_ms = now_ms + delay.as_millis() as u64;
+                job.reason = Some(format!(
+                    "{did} failed ({failure}); reassigning in {} ms{}",
+                    delay.as_millis(),
+                    if job.adjustments.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" with the spec adjusted for {:?}", job.adjustments)
+                    }
+                ));
                 let stake = self.stake_of(&cid, did);
                 let slash = if matches!(action, RecoveryAction::Reassign { .. }) {
                     market::failure_slash(failure, stake)
@@ -357,10 +377,12 @@ impl State {
                 signed.push((did, record, slashed));
             }
         }
+        super::fault::crash_point("settle-before-ledger");
         let resolution = Resolution { payouts: payouts.clone(), slash: 0 };
         if let Err(e) = self.ledger.resolve(&format!("settle:{cid}"), &format!("job:{cid}"), &resolution) {
             tracing::error!("settling {cid} failed: {e}");
         }
+        super::fault::crash_point("settle-after-ledger");
         let mut receipt_cids = Vec::new();
         for (did, record, slashed) in signed {
             self.release_stake(&cid, &did, slashed);

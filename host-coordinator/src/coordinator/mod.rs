@@ -5,6 +5,7 @@
 //! decisions happen in [`state::State`] under one lock, which is never held across an await.
 
 mod auction;
+mod fault;
 mod group_commit;
 mod journal;
 mod judge;
@@ -309,6 +310,7 @@ async fn client_request(
                     let last = matches!(reply, ClientReply::Final(_));
                     if last {
                         group.durable().await;
+                        fault::crash_point("final-after-flush");
                     }
                     frame::write(&mut send, &reply, MAX_MESSAGE_BYTES).await?;
                     if last {

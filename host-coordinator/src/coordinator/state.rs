@@ -14,7 +14,7 @@ use icn_mesh_core::protocol::{Blob, ClientReply, FinalReport, JobStatusReport, R
 use icn_mesh_core::records::{JobRecord, PaymentStatus, ReceiptRecord, RefusalRecord, ResultRecord};
 use icn_mesh_core::spec::{RedundancyLevel, Runtime, ValidationContext, validate};
 use icn_mesh_core::store::Store;
-use icn_mesh_core::{Cid, ErrorCode, Problem};
+use icn_mesh_core::{Cid, ErrorCode, FailureReason, Problem};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::journal::{Entry, Journal};
@@ -108,6 +108,19 @@ pub struct Job {
     pub paid: Vec<(Did, u64)>,
     pub receipts: Vec<Cid>,
     pub waiters: Vec<Waiter>,
+    /// Failures of earlier attempts the next award adjusts the spec for (§7.2 `adjust_job_spec`).
+    pub adjustments: Vec<FailureReason>,
+    /// No offer before this time (ms): the §7.2 back-off after a failed attempt.
+    pub not_before_ms: u64,
+}
+
+impl Job {
+    /// The spec the next award runs: the signed one, adjusted for earlier failures.
+    pub fn effective_spec(&self) -> icn_mesh_core::spec::JobSpec {
+        self.adjustments
+            .iter()
+            .fold(self.record.payload.spec.clone(), |s, f| icn_mesh_core::market::adjust_job_spec(&s, *f))
+    }
 }
 
 /// The coordinator's state: store, ledger, key, executors, jobs.
@@ -306,6 +319,8 @@ impl State {
             paid: Vec::new(),
             receipts: Vec::new(),
             waiters: waiter.into_iter().collect(),
+            adjustments: Vec::new(),
+            not_before_ms: 0,
         };
         self.jobs.insert(cid, job);
         self.open.insert(cid);
@@ -325,7 +340,7 @@ impl State {
     /// Offers a pending job to every fitting, idle, accepting executor not excluded.
     pub fn offer(&mut self, cid: Cid, now_ms: u64) {
         let Some(job) = self.jobs.get_mut(&cid) else { return };
-        if job.phase != Phase::Pending {
+        if job.phase != Phase::Pending || now_ms < job.not_before_ms {
             return;
         }
         job.attempt += 1;
@@ -333,6 +348,7 @@ impl State {
         job.answered.clear();
         job.bids.clear();
         job.bidders.clear();
+        let effective = job.effective_spec();
         let offer = ToExecutor::Offer {
             job: RecordBytes(job.record.bytes().to_vec()),
             bid_deadline_ms: now_ms + BID_WINDOW_MS,
@@ -341,7 +357,7 @@ impl State {
             if entry.accepting
                 && entry.busy.is_none()
                 && !job.excluded.contains(did)
-                && check_capability(&job.record.payload.spec, &entry.capabilities).is_ok()
+                && check_capability(&effective, &entry.capabilities).is_ok()
                 && entry.outbox.send(offer.clone()).is_ok()
             {
                 job.offered.insert(did.clone());
@@ -402,6 +418,7 @@ impl State {
             output: job.output,
             paid: job.paid.clone(),
             receipts: job.receipts.clone(),
+            adjustments: job.adjustments.clone(),
         };
         if let Err(e) = self.journal.save(cid, &entry) {
             tracing::error!("journal write for {cid} failed: {e}");
@@ -505,6 +522,8 @@ impl State {
                 paid,
                 receipts,
                 waiters: Vec::new(),
+                adjustments: entry.adjustments,
+                not_before_ms: 0,
             };
             if !job.phase.is_final() {
                 self.open.insert(cid);
