@@ -344,6 +344,7 @@ fn throughput(quick: bool) {
     let jobs: u64 = if quick { 1000 } else { 10_000 };
     let in_flight = 64;
     let mesh = start_mesh(8);
+    let own_cpu_before = cpu_time(std::process::id());
     let rt = runtime();
     let (elapsed, audit) = rt.block_on(async {
         let session = Rc::new(Session::open(&mesh.coordinator, &mesh.client).await.expect("session"));
@@ -390,7 +391,7 @@ fn throughput(quick: bool) {
     let coordinator_rss = rss_kib(mesh.children[0].id());
     let coordinator_cpu = cpu_time(mesh.children[0].id());
     let executors_cpu: Duration = mesh.children[1..].iter().map(|c| cpu_time(c.id())).sum();
-    let own_cpu = cpu_time(std::process::id());
+    let own_cpu = cpu_time(std::process::id()).saturating_sub(own_cpu_before);
     println!(
         "\nThroughput: {jobs} trivial jobs, 8 executor processes, {in_flight} in flight, all on this machine"
     );

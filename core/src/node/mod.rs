@@ -125,6 +125,14 @@ struct Running {
     paused: bool,
 }
 
+impl Drop for Running {
+    /// However the node lets go of a job — finished, replaced, or its connection's future dropped
+    /// (a host app stopping the node) — its thread must not stay parked in a pause forever.
+    fn drop(&mut self) {
+        self.control.cancel();
+    }
+}
+
 impl Running {
     fn stop(&self, failure: FailureReason, message: String) {
         *self.why.lock().unwrap_or_else(|e| e.into_inner()) = Some((failure, message));
@@ -218,9 +226,8 @@ impl ExecutorNode {
             .work_loop(coordinator, &mut send, &mut incoming, &work_tx, &mut work_rx, &mut running, events)
             .await;
         reader.abort();
-        if let Some(job) = running {
-            job.control.cancel();
-        }
+        // Dropping the job cancels it (see `Running`'s Drop).
+        drop(running);
         result
     }
 
