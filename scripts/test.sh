@@ -98,6 +98,8 @@ step "benchmarks (quick mode: they must run; figures are for reading, not gating
 cargo bench --locked -p icn-mesh-core --bench sandbox --bench records -- --quick
 cargo bench --locked -p icn-mesh-coordinator --bench startup -- --quick
 cargo bench --locked -p icn-mesh-coordinator --bench mesh -- --quick
+cargo bench --locked -p icn-mesh-ffi --bench device -- --quick
+scripts/library-size.sh
 
 echo
 echo "all tests passed"

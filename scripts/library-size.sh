@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The phone's library: builds libicn_mesh.so with the `mobile` profile (size-optimised, crypto and
+# wasmi at opt-level 3), prints its stripped size against the 3.5 MiB bar and what takes the space,
+# and compares record-verify speed with the all-opt-3 release build (bar: within 1.1x).
+# x86_64 here stands in for arm64, which this machine cannot build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target="${CARGO_TARGET_DIR:-target}"
+cargo build --locked -q --profile mobile -p icn-mesh-ffi --example verify_speed
+cargo build --locked -q --release -p icn-mesh-ffi --example verify_speed
+lib="$target/mobile/libicn_mesh.so"
+stripped=$(mktemp)
+trap 'rm -f "$stripped"' EXIT
+strip -o "$stripped" "$lib"
+size=$(stat -c %s "$stripped")
+python3 -c "print(f'\nlibicn_mesh.so (mobile profile, x86_64), stripped: {$size / 1048576:.2f} MiB (bar: < 3.5 MiB)')"
+echo "what takes the space (symbol bytes by crate, top 12):"
+nm -S --size-sort -C "$lib" | python3 -c '
+import collections, re, sys
+sizes = collections.Counter()
+for line in sys.stdin:
+    parts = line.split(None, 3)
+    if len(parts) < 4:
+        continue
+    name = parts[3].strip()
+    m = re.match(r"<?&?(?:dyn )?([A-Za-z_][A-Za-z0-9_]*)::", name)
+    sizes[m.group(1) if m else "(other)"] += int(parts[1], 16)
+total = sum(sizes.values())
+for crate, n in sizes.most_common(12):
+    print(f"  {crate:<24} {n / 1024:8.0f} KiB  {100 * n / total:4.1f}%")
+'
+mobile=$("$target/mobile/examples/verify_speed")
+release=$("$target/release/examples/verify_speed")
+python3 -c "print(f'record verify: mobile $mobile µs, release (all opt-level 3) $release µs, ratio {$mobile / $release:.2f} (bar: <= 1.1)')"
