@@ -132,6 +132,28 @@ fn wakeups(skip: &str) -> u64 {
     total
 }
 
+/// Per-thread wake-ups, by thread name (for finding who wakes).
+fn wakeups_by_thread(skip: &str) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+        let id = task.file_name().to_string_lossy().into_owned();
+        if id == skip {
+            continue;
+        }
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim().to_owned();
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let n: u64 = status
+            .lines()
+            .filter(|l| {
+                l.starts_with("voluntary_ctxt_switches:") || l.starts_with("nonvoluntary_ctxt_switches:")
+            })
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        out.push((format!("{name}/{id}"), n));
+    }
+    out
+}
+
 fn icn_binary() -> PathBuf {
     std::env::var_os("ICN_BIN").map_or_else(
         || {
@@ -151,7 +173,11 @@ impl Drop for Killed {
 }
 
 fn idle_and_paused(quick: bool) {
-    let window = if quick { Duration::from_secs(10) } else { Duration::from_secs(60) };
+    // The keep-alives come every 150 s (idle) and 100 s (paused): a window shorter than that
+    // undercounts; `--window SECS` sets it (300 s shows both).
+    let args: Vec<String> = std::env::args().collect();
+    let custom = args.iter().position(|a| a == "--window").and_then(|i| args.get(i + 1)?.parse().ok());
+    let window = Duration::from_secs(custom.unwrap_or(if quick { 10 } else { 60 }));
     let dir = tempfile::tempdir().expect("tempdir");
     let node = NodeCore::open(&dir.path().join("node")).expect("node");
     let client = Keypair::generate().expect("key");
@@ -212,8 +238,13 @@ fn idle_and_paused(quick: bool) {
         .unwrap_or_default();
 
     let before = wakeups(&me);
+    let by_thread = wakeups_by_thread(&me);
+
     std::thread::sleep(window);
     let idle_wakeups = wakeups(&me) - before;
+    if std::env::var_os("ICN_WAKEUPS").is_some() {
+        eprintln!("before {by_thread:?}\nafter  {:?}", wakeups_by_thread(&me));
+    }
     let idle_rss = rss_kib();
 
     // A long job, then unplugged: paused mid-run.
