@@ -173,8 +173,8 @@ impl Drop for Killed {
 }
 
 fn idle_and_paused(quick: bool) {
-    // The keep-alives come every 150 s (idle) and 100 s (paused): a window shorter than that
-    // undercounts; `--window SECS` sets it (300 s shows both).
+    // The keep-alives come every 270 s (idle) and 240 s (paused): a window shorter than that
+    // undercounts; `--window SECS` sets it (300 s holds one of each).
     let args: Vec<String> = std::env::args().collect();
     let custom = args.iter().position(|a| a == "--window").and_then(|i| args.get(i + 1)?.parse().ok());
     let window = Duration::from_secs(custom.unwrap_or(if quick { 10 } else { 60 }));

@@ -93,12 +93,13 @@ impl Hello {
 }
 
 /// How long a silent connection lives. Long, because on a phone every wake-up costs battery: an
-/// idle executor pings every [`EXECUTOR_KEEPALIVE`] instead of reconnecting every minute (measured:
-/// a reconnect a minute cost 15 wake-ups a minute; a ping every 150 s costs about one).
-pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+/// idle executor pings every [`EXECUTOR_KEEPALIVE`] instead of reconnecting every minute. Measured
+/// (`ffi/benches/device.rs`): a reconnect a minute cost 15 wake-ups a minute; one ping costs about
+/// six (the timer, the send, the peer's ACK, the loss-detection timer), so pings come every 270 s.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// How often an idle executor's connection pings the coordinator.
-pub const EXECUTOR_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(150);
+pub const EXECUTOR_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(270);
 
 fn transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();

@@ -37,9 +37,9 @@ pub use device::Device;
 pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// While its job is paused by the device policy, the node says it is alive this often: often enough
-/// for the coordinator's patience with a paused executor (300 s), rarely enough that a paused phone
-/// wakes up about once a minute.
-pub const PAUSED_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(100);
+/// for the coordinator's patience with a paused executor (600 s), rarely enough that a paused phone
+/// wakes up under twice a minute (each keep-alive costs about six wake-ups, with its ACK).
+pub const PAUSED_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(240);
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -121,7 +121,7 @@ impl State {
     }
 
     /// How long `did` may say nothing while it works: longer while its device policy has paused it
-    /// (it said so, and sends a keep-alive every 100 s instead of progress every second).
+    /// (it said so, and sends a keep-alive every 240 s instead of progress every second).
     fn silence_limit(&self, did: &Did) -> u64 {
         match self.executors.get(did) {
             Some(e) if !e.accepting => PAUSED_SILENCE_MS,

@@ -150,7 +150,7 @@ pub const EXECUTOR_SILENCE_MS: u64 = 5_000;
 /// The same for an executor whose device policy paused it (it sends a keep-alive every
 /// [`icn_mesh_core::node::PAUSED_KEEPALIVE`]). A pause that outlasts the job's deadline margin is
 /// the executor's to report; the deadline check catches one that does not.
-pub const PAUSED_SILENCE_MS: u64 = 300_000;
+pub const PAUSED_SILENCE_MS: u64 = 600_000;
 
 pub(super) fn refusal(code: ErrorCode, message: impl Into<String>) -> ClientReply {
     ClientReply::Refused { code, message: message.into() }
