@@ -103,7 +103,7 @@ pub struct AwardRecord {
 impl AwardRecord {
     /// The spec the awarded executor runs: the job's, adjusted for every earlier failure listed.
     pub fn effective_spec(&self, spec: &crate::spec::JobSpec) -> crate::spec::JobSpec {
-        self.adjusted_for.iter().fold(spec.clone(), |s, f| crate::market::adjust_job_spec(&s, *f))
+        crate::market::adjusted_spec(spec, &self.adjusted_for)
     }
 }
 

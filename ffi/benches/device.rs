@@ -132,28 +132,6 @@ fn wakeups(skip: &str) -> u64 {
     total
 }
 
-/// Per-thread wake-ups, by thread name (for finding who wakes).
-fn wakeups_by_thread(skip: &str) -> Vec<(String, u64)> {
-    let mut out = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
-        let id = task.file_name().to_string_lossy().into_owned();
-        if id == skip {
-            continue;
-        }
-        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim().to_owned();
-        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-        let n: u64 = status
-            .lines()
-            .filter(|l| {
-                l.starts_with("voluntary_ctxt_switches:") || l.starts_with("nonvoluntary_ctxt_switches:")
-            })
-            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-            .sum();
-        out.push((format!("{name}/{id}"), n));
-    }
-    out
-}
-
 fn icn_binary() -> PathBuf {
     std::env::var_os("ICN_BIN").map_or_else(
         || {
@@ -238,13 +216,8 @@ fn idle_and_paused(quick: bool) {
         .unwrap_or_default();
 
     let before = wakeups(&me);
-    let by_thread = wakeups_by_thread(&me);
-
     std::thread::sleep(window);
     let idle_wakeups = wakeups(&me) - before;
-    if std::env::var_os("ICN_WAKEUPS").is_some() {
-        eprintln!("before {by_thread:?}\nafter  {:?}", wakeups_by_thread(&me));
-    }
     let idle_rss = rss_kib();
 
     // A long job, then unplugged: paused mid-run.

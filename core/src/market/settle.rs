@@ -206,6 +206,11 @@ impl BackoffStrategy {
     }
 }
 
+/// `spec` adjusted, in order, for each of `failures` (what an award's `adjusted_for` means).
+pub fn adjusted_spec(spec: &JobSpec, failures: &[FailureReason]) -> JobSpec {
+    failures.iter().fold(spec.clone(), |s, f| adjust_job_spec(&s, *f))
+}
+
 /// §7.2 `adjust_job_spec`: the job as resubmitted after `failure` — double the memory after
 /// OutOfMemory, half again the CPU estimate (so more fuel) and an hour more after CpuTimeout, double
 /// the disk after DiskFull.

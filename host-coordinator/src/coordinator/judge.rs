@@ -168,7 +168,8 @@ impl State {
                 job.phase = Phase::Pending;
                 // §7.2: the next attempt waits out a jittered exponential back-off (the seed is the
                 // job's, so the delay can be replayed), and runs a spec adjusted for the failure.
-                if market::adjust_job_spec(&job.effective_spec(), failure) != job.effective_spec() {
+                let current = job.effective_spec();
+                if market::adjust_job_spec(&current, failure) != current {
                     job.adjustments.push(failure);
                 }
                 let seed = u64::from_be_bytes(cid.hash().digest()[..8].try_into().unwrap_or([0; 8]));

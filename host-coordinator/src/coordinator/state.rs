@@ -117,9 +117,7 @@ pub struct Job {
 impl Job {
     /// The spec the next award runs: the signed one, adjusted for earlier failures.
     pub fn effective_spec(&self) -> icn_mesh_core::spec::JobSpec {
-        self.adjustments
-            .iter()
-            .fold(self.record.payload.spec.clone(), |s, f| icn_mesh_core::market::adjust_job_spec(&s, *f))
+        icn_mesh_core::market::adjusted_spec(&self.record.payload.spec, &self.adjustments)
     }
 }
 
