@@ -131,23 +131,22 @@ impl<T: RecordKind> SignedRecord<T> {
     pub fn sign(payload: T, key: &Keypair) -> Result<Self, DagError> {
         let body = Body { kind: T::KIND.to_owned(), protocol: PROTOCOL_VERSION, payload };
         let body_bytes = encode(&body)?;
-        let signature = key.sign(&body_bytes).to_vec();
-        let envelope = Envelope { body, signer: key.did().to_string(), signature };
-        let bytes = encode(&envelope)?;
+        let signature = key.sign(&body_bytes);
+        let bytes = envelope_bytes(&body_bytes, key.did().as_str(), &signature);
         let cid = record_cid(&bytes);
-        Ok(Self { payload: envelope.body.payload, signer: key.did().clone(), bytes, cid })
+        Ok(Self { payload: body.payload, signer: key.did().clone(), bytes, cid })
     }
 
     /// Decodes and verifies a record of kind `T`.
     pub fn decode(bytes: &[u8]) -> Result<Self, DagError> {
-        let envelope: Envelope<Body<T>> = decode_checked(bytes)?;
+        let (envelope, body_bytes) = decode_checked::<Body<T>>(bytes)?;
         if envelope.body.kind != T::KIND {
             return Err(DagError::WrongKind { expected: T::KIND, found: envelope.body.kind });
         }
         if envelope.body.protocol != PROTOCOL_VERSION {
             return Err(DagError::Version { found: envelope.body.protocol });
         }
-        let signer = verify(&envelope.signer, &encode(&envelope.body)?, &envelope.signature)?;
+        let signer = verify(&envelope.signer, &body_bytes, &envelope.signature)?;
         Ok(Self { payload: envelope.body.payload, signer, bytes: bytes.to_vec(), cid: record_cid(bytes) })
     }
 }
@@ -175,8 +174,8 @@ pub struct AnyRecord {
 
 impl AnyRecord {
     pub fn decode(bytes: &[u8]) -> Result<Self, DagError> {
-        let envelope: Envelope<Body<Ipld>> = decode_checked(bytes)?;
-        let signer = verify(&envelope.signer, &encode(&envelope.body)?, &envelope.signature)?;
+        let (envelope, body_bytes) = decode_checked::<Body<Ipld>>(bytes)?;
+        let signer = verify(&envelope.signer, &body_bytes, &envelope.signature)?;
         Ok(Self {
             kind: envelope.body.kind,
             protocol: envelope.body.protocol,
@@ -207,15 +206,74 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, DagError> {
     serde_ipld_dagcbor::to_vec(value).map_err(|e| DagError::Encode(e.to_string()))
 }
 
-fn decode_checked<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<T, DagError> {
+/// Decodes an envelope and checks its bytes are canonical, returning the envelope and its body's
+/// bytes (what the signature covers). The body is encoded once: the canonical envelope is those
+/// bytes between a fixed head and a tail built from the signer and signature
+/// ([`envelope_bytes`]), so comparing piecewise is the same check as re-encoding all of it.
+fn decode_checked<B: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<(Envelope<B>, Vec<u8>), DagError> {
     if bytes.len() > MAX_RECORD_BYTES {
         return Err(DagError::TooLarge(bytes.len()));
     }
-    let value: T = serde_ipld_dagcbor::from_slice(bytes).map_err(|e| DagError::Decode(e.to_string()))?;
-    if encode(&value)? != bytes {
+    let envelope: Envelope<B> =
+        serde_ipld_dagcbor::from_slice(bytes).map_err(|e| DagError::Decode(e.to_string()))?;
+    let body = encode(&envelope.body)?;
+    let head = ENVELOPE_HEAD.len();
+    let canonical = bytes.len() > head + body.len()
+        && bytes[..head] == ENVELOPE_HEAD
+        && bytes[head..head + body.len()] == body[..]
+        && bytes[head + body.len()..] == envelope_tail(&envelope.signer, &envelope.signature)[..];
+    if !canonical {
         return Err(DagError::NotCanonical);
     }
-    Ok(value)
+    Ok((envelope, body))
+}
+
+/// A map of three entries, then the key "body": DAG-CBOR orders map keys by length, then bytes, so
+/// `body` (4) < `signer` (6) < `signature` (9), as `Envelope` declares them.
+const ENVELOPE_HEAD: [u8; 6] = [0xa3, 0x64, b'b', b'o', b'd', b'y'];
+
+/// The canonical DAG-CBOR of `{body, signer, signature}` given the body's own canonical bytes.
+fn envelope_bytes(body: &[u8], signer: &str, signature: &[u8]) -> Vec<u8> {
+    let tail = envelope_tail(signer, signature);
+    let mut out = Vec::with_capacity(ENVELOPE_HEAD.len() + body.len() + tail.len());
+    out.extend_from_slice(&ENVELOPE_HEAD);
+    out.extend_from_slice(body);
+    out.extend_from_slice(&tail);
+    out
+}
+
+fn envelope_tail(signer: &str, signature: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + signer.len() + signature.len());
+    cbor_head(&mut out, 3, 6);
+    out.extend_from_slice(b"signer");
+    cbor_head(&mut out, 3, signer.len() as u64);
+    out.extend_from_slice(signer.as_bytes());
+    cbor_head(&mut out, 3, 9);
+    out.extend_from_slice(b"signature");
+    cbor_head(&mut out, 2, signature.len() as u64);
+    out.extend_from_slice(signature);
+    out
+}
+
+/// A CBOR item head in its shortest form (RFC 8949 §3, as DAG-CBOR requires).
+fn cbor_head(out: &mut Vec<u8>, major: u8, len: u64) {
+    let major = major << 5;
+    match len {
+        0..=23 => out.push(major | len as u8),
+        24..=0xff => out.extend_from_slice(&[major | 24, len as u8]),
+        0x100..=0xffff => {
+            out.push(major | 25);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(major | 26);
+            out.extend_from_slice(&(len as u32).to_be_bytes());
+        }
+        _ => {
+            out.push(major | 27);
+            out.extend_from_slice(&len.to_be_bytes());
+        }
+    }
 }
 
 fn verify(signer: &str, message: &[u8], signature: &[u8]) -> Result<Did, DagError> {
@@ -311,6 +369,23 @@ mod tests {
     }
 
     #[test]
+    fn envelope_bytes_are_what_serde_encodes() {
+        let key = Keypair::from_seed(&[5; 32]);
+        // Bodies and signer strings across the CBOR length heads (< 24, < 256, < 65536, larger).
+        for len in [0usize, 5, 23, 24, 200, 255, 256, 70_000] {
+            let body = Body { kind: "test-note".to_owned(), protocol: 1, payload: "x".repeat(len) };
+            let body_bytes = encode(&body).expect("encode");
+            for signer in [key.did().as_str().to_owned(), "s".repeat(len.min(300))] {
+                let signature = key.sign(&body_bytes).to_vec();
+                let ours = envelope_bytes(&body_bytes, &signer, &signature);
+                let theirs =
+                    encode(&Envelope { body: &body, signer: signer.clone(), signature }).expect("encode");
+                assert_eq!(ours, theirs, "body {len}, signer {}", signer.len());
+            }
+        }
+    }
+
+    #[test]
     fn a_record_of_one_kind_never_passes_for_another() {
         let key = Keypair::from_seed(&[2; 32]);
         let note = SignedRecord::sign(Note { text: "x".into(), parent: None }, &key).expect("sign");
@@ -334,6 +409,26 @@ mod tests {
         forged[at..at + to.len()].copy_from_slice(to);
         assert!(matches!(SignedRecord::<Note>::decode(&forged), Err(DagError::BadSignature(_))));
         assert!(matches!(SignedRecord::<Note>::decode(&[0xff; 10]), Err(DagError::Decode(_))));
+        // The same record with the signature's length in a longer head than needed.
+        let good = note.bytes();
+        let at = good.len() - 66;
+        assert_eq!(good[at..at + 2], [0x58, 0x40]);
+        let long_head = [&good[..at], &[0x59, 0x00, 0x40], &good[at + 2..]].concat();
+        assert!(matches!(SignedRecord::<Note>::decode(&long_head), Err(DagError::Decode(_))));
+        // The same entries with `signer` first: valid CBOR, not canonical DAG-CBOR.
+        let head = ENVELOPE_HEAD.len();
+        let tail = envelope_tail(key.did().as_str(), &good[good.len() - 64..]);
+        let body = &good[head..good.len() - tail.len()];
+        let signer_entry = &tail[..tail.len() - 64 - 12];
+        let reordered =
+            [&[0xa3][..], signer_entry, &ENVELOPE_HEAD[1..], body, &tail[signer_entry.len()..]].concat();
+        assert_eq!(reordered.len(), good.len());
+        // (serde_ipld_dagcbor refuses it itself; the canonical check stands behind it.)
+        for refused in
+            [SignedRecord::<Note>::decode(&reordered).map(|_| ()), AnyRecord::decode(&reordered).map(|_| ())]
+        {
+            assert!(matches!(refused, Err(DagError::Decode(_) | DagError::NotCanonical)), "{refused:?}");
+        }
         assert!(matches!(
             SignedRecord::<Note>::decode(&vec![0; MAX_RECORD_BYTES + 1]),
             Err(DagError::TooLarge(_))
