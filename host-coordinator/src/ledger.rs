@@ -13,7 +13,7 @@ use std::path::Path;
 
 use icn_mesh_core::spec::Mana;
 use icn_mesh_core::store::Db;
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, Table, TableDefinition};
 use serde::Serialize;
 
 /// DID -> (balance, locked), 16 bytes big-endian.
@@ -102,6 +102,14 @@ pub trait Ledger {
     fn lock(&self, op: &str, lock: &str, did: &str, amount: Mana) -> Result<(), LedgerError>;
     /// Pays out, slashes and refunds what `lock` holds, and removes it.
     fn resolve(&self, op: &str, lock: &str, resolution: &Resolution) -> Result<(), LedgerError>;
+    /// A lock that is its own guard: refused with `LockExists` while held, and no operation id is
+    /// kept. For bid stakes: each is locked once per bidding round (the auction refuses a replayed
+    /// bid before the ledger sees it), and recording an id for each of them doubled the ledger's
+    /// writes and grew it by two entries per bid, forever.
+    fn stake(&self, lock: &str, did: &str, amount: Mana) -> Result<(), LedgerError>;
+    /// Releases a [`Ledger::stake`] to its owner, less `slash` into the sink. Refused with `NoLock`
+    /// once released, so releasing twice slashes once.
+    fn release(&self, lock: &str, slash: Mana) -> Result<(), LedgerError>;
     /// (balance, locked) of `did`; zeros for an unknown account.
     fn account(&self, did: &str) -> Result<(Mana, Mana), LedgerError>;
     /// The open locks whose names start with `prefix`.
@@ -150,112 +158,157 @@ impl RedbLedger {
     /// Runs `change` in one transaction unless `op` was applied before; records `op` with it.
     /// `change` checks everything before it writes anything, so an error leaves no trace even inside
     /// a [`Db::unit`] (where dropping the transaction does not roll back).
+    /// Runs `change` in one transaction unless operation `op` was applied before, and records `op`.
+    /// The four tables are opened once for it (in redb each open and close of a table is a lookup
+    /// and, for a write, a root update: most of a small operation's cost).
     fn once(
         &self,
         op: &str,
-        change: impl FnOnce(&WriteTransaction) -> Result<(), LedgerError>,
+        change: impl FnOnce(&mut Tables<'_>) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        self.apply(Some(op), change)
+    }
+
+    /// Runs `change` in one transaction; with an `op`, once: skipped if `op` was applied before,
+    /// and `op` recorded with the change.
+    fn apply(
+        &self,
+        op: Option<&str>,
+        change: impl FnOnce(&mut Tables<'_>) -> Result<(), LedgerError>,
     ) -> Result<(), LedgerError> {
         let tx = self.db.begin_write()?;
-        if tx.open_table(APPLIED)?.get(op)?.is_some() {
-            return Ok(());
+        {
+            let mut tables = Tables {
+                accounts: tx.open_table(ACCOUNTS)?,
+                locks: tx.open_table(LOCKS)?,
+                applied: tx.open_table(APPLIED)?,
+                totals: tx.open_table(TOTALS)?,
+            };
+            if let Some(op) = op
+                && tables.applied.get(op)?.is_some()
+            {
+                return Ok(());
+            }
+            change(&mut tables)?;
+            if let Some(op) = op {
+                tables.applied.insert(op, ())?;
+            }
         }
-        change(&tx)?;
-        tx.open_table(APPLIED)?.insert(op, ())?;
         tx.commit()?;
         Ok(())
     }
 }
 
-fn get_account(tx: &WriteTransaction, did: &str) -> Result<(Mana, Mana), LedgerError> {
-    Ok(tx.open_table(ACCOUNTS)?.get(did)?.map_or((0, 0), |v| unpack(v.value())))
+/// The ledger's tables, open in one write transaction.
+struct Tables<'tx> {
+    accounts: Table<'tx, &'static str, [u8; 16]>,
+    locks: Table<'tx, &'static str, (&'static str, u64)>,
+    applied: Table<'tx, &'static str, ()>,
+    totals: Table<'tx, &'static str, u64>,
 }
 
-fn put_account(tx: &WriteTransaction, did: &str, balance: Mana, locked: Mana) -> Result<(), LedgerError> {
-    tx.open_table(ACCOUNTS)?.insert(did, pack(balance, locked))?;
-    Ok(())
-}
+impl Tables<'_> {
+    fn account(&self, did: &str) -> Result<(Mana, Mana), LedgerError> {
+        Ok(self.accounts.get(did)?.map_or((0, 0), |v| unpack(v.value())))
+    }
 
-/// `name`'s total plus `amount`, checked (nothing written).
-fn total_plus(tx: &WriteTransaction, name: &str, amount: Mana) -> Result<Mana, LedgerError> {
-    let now = tx.open_table(TOTALS)?.get(name)?.map_or(0, |v| v.value());
-    now.checked_add(amount).ok_or(LedgerError::Overflow)
-}
+    fn put_account(&mut self, did: &str, balance: Mana, locked: Mana) -> Result<(), LedgerError> {
+        self.accounts.insert(did, pack(balance, locked))?;
+        Ok(())
+    }
 
-fn set_total(tx: &WriteTransaction, name: &str, value: Mana) -> Result<(), LedgerError> {
-    tx.open_table(TOTALS)?.insert(name, value)?;
-    Ok(())
+    fn total_plus(&self, name: &str, amount: Mana) -> Result<Mana, LedgerError> {
+        let now = self.totals.get(name)?.map_or(0, |v| v.value());
+        now.checked_add(amount).ok_or(LedgerError::Overflow)
+    }
+
+    fn set_total(&mut self, name: &str, value: Mana) -> Result<(), LedgerError> {
+        self.totals.insert(name, value)?;
+        Ok(())
+    }
+
+    /// Moves `amount` of `did`'s balance into a new lock named `lock`.
+    fn lock(&mut self, lock: &str, did: &str, amount: Mana) -> Result<(), LedgerError> {
+        if self.locks.get(lock)?.is_some() {
+            return Err(LedgerError::LockExists(lock.to_owned()));
+        }
+        let (balance, locked) = self.account(did)?;
+        if balance < amount {
+            return Err(LedgerError::Insufficient {
+                did: did.to_owned(),
+                available: balance,
+                needed: amount,
+            });
+        }
+        self.put_account(did, balance - amount, locked.checked_add(amount).ok_or(LedgerError::Overflow)?)?;
+        self.locks.insert(lock, (did, amount))?;
+        Ok(())
+    }
+
+    /// Ends `lock`: its payouts and slash leave it, the rest returns to its owner.
+    fn resolve(&mut self, lock: &str, resolution: &Resolution) -> Result<(), LedgerError> {
+        // Everything is computed and checked first; only then is anything written.
+        let (owner, amount) = {
+            let Some(entry) = self.locks.get(lock)? else {
+                return Err(LedgerError::NoLock(lock.to_owned()));
+            };
+            let (owner, amount) = entry.value();
+            (owner.to_owned(), amount)
+        };
+        let paid = resolution
+            .payouts
+            .iter()
+            .try_fold(resolution.slash, |sum, (_, a)| sum.checked_add(*a))
+            .ok_or(LedgerError::Overflow)?;
+        if paid > amount {
+            return Err(LedgerError::Overdrawn { lock: lock.to_owned(), locked: amount, paid });
+        }
+        // The whole lock leaves `locked`; the unpaid rest returns to the owner's balance.
+        let mut accounts: BTreeMap<&str, (Mana, Mana)> = BTreeMap::new();
+        let (balance, locked) = self.account(&owner)?;
+        accounts.insert(&owner, (balance + (amount - paid), locked - amount));
+        for (did, pay) in &resolution.payouts {
+            let (balance, locked) = match accounts.get(did.as_str()) {
+                Some(a) => *a,
+                None => self.account(did)?,
+            };
+            accounts.insert(did, (balance.checked_add(*pay).ok_or(LedgerError::Overflow)?, locked));
+        }
+        let sink = self.total_plus(SINK, resolution.slash)?;
+        self.locks.remove(lock)?;
+        for (did, (balance, locked)) in accounts {
+            self.put_account(did, balance, locked)?;
+        }
+        self.set_total(SINK, sink)
+    }
 }
 
 impl Ledger for RedbLedger {
     fn grant(&self, op: &str, did: &str, amount: Mana) -> Result<(), LedgerError> {
-        self.once(op, |tx| {
-            let (balance, locked) = get_account(tx, did)?;
+        self.once(op, |t| {
+            let (balance, locked) = t.account(did)?;
             let balance = balance.checked_add(amount).ok_or(LedgerError::Overflow)?;
-            let granted = total_plus(tx, "granted", amount)?;
-            put_account(tx, did, balance, locked)?;
-            set_total(tx, "granted", granted)
+            let granted = t.total_plus("granted", amount)?;
+            t.put_account(did, balance, locked)?;
+            t.set_total("granted", granted)
         })
     }
 
     fn lock(&self, op: &str, lock: &str, did: &str, amount: Mana) -> Result<(), LedgerError> {
-        self.once(op, |tx| {
-            let mut locks = tx.open_table(LOCKS)?;
-            if locks.get(lock)?.is_some() {
-                return Err(LedgerError::LockExists(lock.to_owned()));
-            }
-            let (balance, locked) = get_account(tx, did)?;
-            if balance < amount {
-                return Err(LedgerError::Insufficient {
-                    did: did.to_owned(),
-                    available: balance,
-                    needed: amount,
-                });
-            }
-            put_account(tx, did, balance - amount, locked.checked_add(amount).ok_or(LedgerError::Overflow)?)?;
-            locks.insert(lock, (did, amount))?;
-            Ok(())
-        })
+        self.once(op, |t| t.lock(lock, did, amount))
+    }
+
+    fn stake(&self, lock: &str, did: &str, amount: Mana) -> Result<(), LedgerError> {
+        self.apply(None, |t| t.lock(lock, did, amount))
+    }
+
+    fn release(&self, lock: &str, slash: Mana) -> Result<(), LedgerError> {
+        self.apply(None, |t| t.resolve(lock, &Resolution { payouts: Vec::new(), slash }))
     }
 
     fn resolve(&self, op: &str, lock: &str, resolution: &Resolution) -> Result<(), LedgerError> {
-        self.once(op, |tx| {
-            // Everything is computed and checked first; only then is anything written.
-            let (owner, amount) = {
-                let locks = tx.open_table(LOCKS)?;
-                let Some(entry) = locks.get(lock)? else {
-                    return Err(LedgerError::NoLock(lock.to_owned()));
-                };
-                let (owner, amount) = entry.value();
-                (owner.to_owned(), amount)
-            };
-            let paid = resolution
-                .payouts
-                .iter()
-                .try_fold(resolution.slash, |sum, (_, a)| sum.checked_add(*a))
-                .ok_or(LedgerError::Overflow)?;
-            if paid > amount {
-                return Err(LedgerError::Overdrawn { lock: lock.to_owned(), locked: amount, paid });
-            }
-            // The whole lock leaves `locked`; the unpaid rest returns to the owner's balance.
-            let mut accounts: BTreeMap<&str, (Mana, Mana)> = BTreeMap::new();
-            let (balance, locked) = get_account(tx, &owner)?;
-            accounts.insert(&owner, (balance + (amount - paid), locked - amount));
-            for (did, pay) in &resolution.payouts {
-                let (balance, locked) = match accounts.get(did.as_str()) {
-                    Some(a) => *a,
-                    None => get_account(tx, did)?,
-                };
-                accounts.insert(did, (balance.checked_add(*pay).ok_or(LedgerError::Overflow)?, locked));
-            }
-            let sink = total_plus(tx, SINK, resolution.slash)?;
-            tx.open_table(LOCKS)?.remove(lock)?;
-            for (did, (balance, locked)) in accounts {
-                put_account(tx, did, balance, locked)?;
-            }
-            set_total(tx, SINK, sink)
-        })
+        self.once(op, |t| t.resolve(lock, resolution))
     }
-
     fn account(&self, did: &str) -> Result<(Mana, Mana), LedgerError> {
         let tx = self.db.begin_read()?;
         Ok(tx.open_table(ACCOUNTS)?.get(did)?.map_or((0, 0), |v| unpack(v.value())))

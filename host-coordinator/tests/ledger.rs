@@ -12,10 +12,34 @@ const DIDS: [&str; 4] = ["did:key:a", "did:key:b", "did:key:c", "did:key:d"];
 
 #[derive(Debug, Clone)]
 enum Op {
-    Grant { did: usize, amount: u64 },
-    Lock { lock: usize, did: usize, amount: u64 },
-    Resolve { lock: usize, pay_to: usize, pay: u64, slash: u64 },
-    Replay { back: usize },
+    Grant {
+        did: usize,
+        amount: u64,
+    },
+    Lock {
+        lock: usize,
+        did: usize,
+        amount: u64,
+    },
+    Resolve {
+        lock: usize,
+        pay_to: usize,
+        pay: u64,
+        slash: u64,
+    },
+    /// A bid stake: guarded by its name, no operation id.
+    Stake {
+        lock: usize,
+        did: usize,
+        amount: u64,
+    },
+    Release {
+        lock: usize,
+        slash: u64,
+    },
+    Replay {
+        back: usize,
+    },
     Reopen,
 }
 
@@ -29,6 +53,8 @@ fn op() -> impl Strategy<Value = Op> {
             pay,
             slash
         }),
+        (0..6usize, 0..4usize, 0..800u64).prop_map(|(lock, did, amount)| Op::Stake { lock, did, amount }),
+        (0..6usize, 0..200u64).prop_map(|(lock, slash)| Op::Release { lock, slash }),
         (1..5usize).prop_map(|back| Op::Replay { back }),
         Just(Op::Reopen),
     ]
@@ -89,6 +115,35 @@ fn apply(ledger: &RedbLedger, model: &mut Model, id: &str, op: &Op, replay: bool
                     *model.balance.entry(DIDS[*pay_to].into()).or_default() += pay;
                     model.sink += slash;
                 }
+            }
+            return result.is_ok();
+        }
+        // No operation id: a replay is the same call again, and the model says what it must do —
+        // refused while the lock is held (a stake) or once it is gone (a release), so neither
+        // locks or slashes twice; a stake replayed after its release is a new stake.
+        Op::Stake { lock, did, amount } => {
+            let name = format!("lock-{lock}");
+            let result = ledger.stake(&name, DIDS[*did], *amount);
+            let balance = model.balance.get(DIDS[*did]).copied().unwrap_or(0);
+            let expect_ok = !model.locks.contains_key(&name) && balance >= *amount;
+            assert_eq!(result.is_ok(), expect_ok, "{op:?} {result:?}");
+            if expect_ok {
+                *model.balance.entry(DIDS[*did].into()).or_default() -= amount;
+                *model.locked.entry(DIDS[*did].into()).or_default() += amount;
+                model.locks.insert(name, (DIDS[*did].into(), *amount));
+            }
+            return result.is_ok();
+        }
+        Op::Release { lock, slash } => {
+            let name = format!("lock-{lock}");
+            let result = ledger.release(&name, *slash);
+            let expect_ok = model.locks.get(&name).is_some_and(|(_, amount)| slash <= amount);
+            assert_eq!(result.is_ok(), expect_ok, "{op:?} {result:?}");
+            if expect_ok {
+                let (owner, amount) = model.locks.remove(&name).expect("lock");
+                *model.locked.entry(owner.clone()).or_default() -= amount;
+                *model.balance.entry(owner).or_default() += amount - slash;
+                model.sink += slash;
             }
             return result.is_ok();
         }

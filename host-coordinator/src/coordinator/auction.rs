@@ -1,7 +1,7 @@
 //! The auction: bids checked and staked as they arrive, windows closed when everyone has answered
 //! or time is up, executors (and validators) chosen by the job's strategy, the award sent out.
 //! Deadlines and silent executors are caught here too, on the coordinator's tick.
-use icn_mesh_core::dag::SignedRecord;
+use icn_mesh_core::dag::{DagError, SignedRecord};
 use icn_mesh_core::identity::Did;
 use icn_mesh_core::market::{self, Bid, JobView, Scored, bid_stake, check_bid};
 use icn_mesh_core::protocol::{Blob, RecordBytes, ToExecutor};
@@ -14,8 +14,9 @@ use crate::ledger::Ledger;
 impl State {
     // ---------------------------------------------------------------- bids
 
-    pub fn bid(&mut self, from: &Did, bytes: &RecordBytes, now_ms: u64) {
-        let bid = match SignedRecord::<Bid>::decode(&bytes.0) {
+    /// A bid from `from`, as its session decoded and verified it ([`super::events::Checked`]).
+    pub fn bid(&mut self, from: &Did, bid: Result<SignedRecord<Bid>, DagError>, now_ms: u64) {
+        let bid = match bid {
             Ok(b) => b,
             Err(e) => {
                 return self.refuse(
@@ -75,14 +76,8 @@ impl State {
             return self.close_if_all_answered(cid, now_ms);
         }
         let stake = bid_stake(bid.payload.price);
-        // The attempt is part of the operation id: a byte-identical bid in a later round still locks.
-        let job_attempt = self.jobs.get(&cid).map_or(0, |j| j.attempt);
-        if let Err(e) = self.ledger.lock(
-            &format!("stake:{}:{}", bid.cid(), job_attempt),
-            &stake_lock(&cid, from),
-            from.as_str(),
-            stake,
-        ) {
+        // The lock's name is its guard (one per job and bidder; the checks above refuse a replay).
+        if let Err(e) = self.ledger.stake(&stake_lock(&cid, from), from.as_str(), stake) {
             self.refuse(
                 Some(cid),
                 Some(bid.cid()),

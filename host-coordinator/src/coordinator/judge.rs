@@ -3,7 +3,7 @@
 //! reassignment (§7).
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use icn_mesh_core::dag::{SignedRecord, blob_cid};
+use icn_mesh_core::dag::{DagError, SignedRecord, blob_cid};
 use icn_mesh_core::identity::Did;
 use icn_mesh_core::market::{self, Delivery, JobView, Judgement, RecoveryAction, bid_stake};
 use icn_mesh_core::node::output_commitment;
@@ -51,8 +51,15 @@ impl State {
         }
     }
 
-    pub fn result(&mut self, from: &Did, bytes: &RecordBytes, output: Blob, now_ms: u64) {
-        let record = match SignedRecord::<ResultRecord>::decode(&bytes.0) {
+    /// A result from `from`, its record as its session decoded and verified it.
+    pub fn result(
+        &mut self,
+        from: &Did,
+        record: Result<SignedRecord<ResultRecord>, DagError>,
+        output: Blob,
+        now_ms: u64,
+    ) {
+        let record = match record {
             Ok(r) => r,
             Err(e) => {
                 return self.refuse(
@@ -460,13 +467,8 @@ impl State {
     }
 
     pub(super) fn release_stake(&mut self, cid: &Cid, did: &Did, slash: u64) {
-        let lock = stake_lock(cid, did);
-        let attempt = self.jobs.get(cid).map_or(0, |j| j.attempt);
-        let _ = self.ledger.resolve(
-            &format!("release:{lock}:{attempt}"),
-            &lock,
-            &Resolution { payouts: Vec::new(), slash },
-        );
+        // Refused once released: a second release of the same stake changes nothing.
+        let _ = self.ledger.release(&stake_lock(cid, did), slash);
     }
 
     pub(super) fn notify(&mut self, cid: Cid, status: &str) {

@@ -5,6 +5,7 @@
 //! decisions happen in [`state::State`] under one lock, which is never held across an await.
 
 mod auction;
+pub mod events;
 mod fault;
 mod group_commit;
 mod journal;
@@ -28,6 +29,7 @@ use icn_mesh_core::store::{Db, Store};
 use tokio::sync::mpsc;
 
 use crate::ledger::{Ledger, RedbLedger};
+use events::{Checked, Event, MAX_EVENTS_PER_COMMIT};
 use group_commit::GroupCommit;
 use state::{ExecutorEntry, State};
 
@@ -105,6 +107,7 @@ pub async fn run(config: CoordinatorConfig, ready: impl FnOnce(&PeerAddr)) -> Re
         );
     }
     let group = GroupCommit::start(db);
+    let events = apply_events(Arc::clone(&state));
     let ticker = Arc::clone(&state);
     let nudged = Arc::clone(&group);
     tokio::spawn(async move {
@@ -118,13 +121,27 @@ pub async fn run(config: CoordinatorConfig, ready: impl FnOnce(&PeerAddr)) -> Re
     while let Some(incoming) = endpoint.accept().await {
         let state = Arc::clone(&state);
         let group = Arc::clone(&group);
+        let events = events.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(state, group, incoming).await {
+            if let Err(e) = connection(state, events, group, incoming).await {
                 tracing::info!("connection ended: {e}");
             }
         });
     }
     Ok(())
+}
+
+/// The task that applies executors' events, as many as are waiting in one commit; returns the
+/// queue to them.
+fn apply_events(state: Shared) -> mpsc::UnboundedSender<Event> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(MAX_EVENTS_PER_COMMIT);
+        while rx.recv_many(&mut batch, MAX_EVENTS_PER_COMMIT).await > 0 {
+            in_one_commit(&state, |s| batch.drain(..).for_each(|e| s.apply(e)));
+        }
+    });
+    tx
 }
 
 /// The genesis record is deterministic (ed25519 signatures are), so the same grants give the same
@@ -170,6 +187,7 @@ enum SessionError {
 
 async fn connection(
     state: Shared,
+    events: mpsc::UnboundedSender<Event>,
     group: Arc<GroupCommit>,
     incoming: quinn::Incoming,
 ) -> Result<(), SessionError> {
@@ -180,7 +198,7 @@ async fn connection(
     frame::write(&mut send, &Hello::new(Role::Coordinator), MAX_MESSAGE_BYTES).await?;
     hello.check()?;
     match hello.role {
-        Role::Executor => executor_session(state, group, peer, send, recv).await,
+        Role::Executor => executor_session(events, group, peer, send, recv).await,
         Role::Client => {
             client_request(&state, &group, &peer, send, recv).await?;
             // Further requests on further streams of the same connection.
@@ -199,7 +217,7 @@ async fn connection(
 }
 
 async fn executor_session(
-    state: Shared,
+    events: mpsc::UnboundedSender<Event>,
     group: Arc<GroupCommit>,
     did: Did,
     mut send: quinn::SendStream,
@@ -212,11 +230,11 @@ async fn executor_session(
     };
     frame::write(&mut send, &ToExecutor::Registered, MAX_MESSAGE_BYTES).await?;
     let (outbox, mut rx) = mpsc::unbounded_channel::<ToExecutor>();
-    in_one_commit(&state, |s| {
-        s.executors.insert(did.clone(), ExecutorEntry { outbox, capabilities, accepting, busy: None });
-        s.last_seen.insert(did.clone(), now_ms());
-        s.offer_pending(now_ms());
-    });
+    // Names this session to the state: a departure removes the entry only if it is still this one's.
+    let session = outbox.clone();
+    let entry = ExecutorEntry { outbox, capabilities, accepting, busy: None };
+    // The queue outlives every session (its task holds the state); a send fails only at exit.
+    let _ = events.send(Event::Joined { did: did.clone(), entry, at_ms: now_ms() });
     tracing::info!("executor {did} joined");
     let writer = tokio::spawn(async move {
         while let Some(message) = rx.recv().await {
@@ -250,25 +268,10 @@ async fn executor_session(
         if matches!(message, FromExecutor::Register { .. }) {
             break Err(SessionError::Protocol("registered twice".into()));
         }
-        in_one_commit(&state, |s| {
-            s.last_seen.insert(did.clone(), now);
-            match message {
-                FromExecutor::Bid(bytes) => s.bid(&did, &bytes, now),
-                FromExecutor::Decline { job, .. } => s.decline(&did, job, now),
-                FromExecutor::Progress { job, permille, .. } => s.progress(&did, job, permille),
-                FromExecutor::Commit { job, commitment } => s.commit(&did, job, commitment),
-                FromExecutor::Result { record, output } => s.result(&did, &record, output, now),
-                FromExecutor::Accepting(accepting) => {
-                    if let Some(e) = s.executors.get_mut(&did) {
-                        e.accepting = accepting;
-                    }
-                    s.offer_pending(now);
-                }
-                FromExecutor::Register { .. } => {}
-            }
-        });
+        let message = Box::new(Checked::check(message));
+        let _ = events.send(Event::Message { did: did.clone(), message, at_ms: now });
     };
-    in_one_commit(&state, |s| s.executor_gone(&did, now_ms()));
+    let _ = events.send(Event::Gone { did: did.clone(), session, at_ms: now_ms() });
     writer.abort();
     tracing::info!("executor {did} left");
     result
