@@ -64,6 +64,7 @@ impl State {
         job.answered.insert(from.clone());
         let view = JobView { cid, spec: &job.record.payload.spec, created_at: job.created_at };
         if let Err(rejection) = check_bid(&view, &bid.payload, reputation, now_ms / 1000) {
+            job.declined.insert(from.clone());
             let code = rejection.code();
             self.refuse(
                 Some(cid),
@@ -102,6 +103,7 @@ impl State {
             && job.offered.contains(from)
         {
             job.answered.insert(from.clone());
+            job.declined.insert(from.clone());
             self.close_if_all_answered(cid, now_ms);
         }
     }

@@ -455,6 +455,7 @@ impl State {
             job.commitments = HashMap::new();
             job.offered = HashSet::new();
             job.answered = HashSet::new();
+            job.declined = HashSet::new();
         }
         self.open.remove(&cid);
     }

@@ -93,6 +93,8 @@ pub struct Job {
     pub attempt: u32,
     pub offered: HashSet<Did>,
     pub answered: HashSet<Did>,
+    /// Who declined it or bid out of bounds in an earlier round: offered last next time.
+    pub declined: HashSet<Did>,
     pub bids: Vec<SignedRecord<Bid>>,
     /// Who bid in the last round (kept when a finished job drops its bids).
     pub bidders: Vec<Did>,
@@ -303,6 +305,7 @@ impl State {
             attempt: 0,
             offered: HashSet::new(),
             answered: HashSet::new(),
+            declined: HashSet::new(),
             bids: Vec::new(),
             bidders: Vec::new(),
             excluded: HashSet::new(),
@@ -335,30 +338,47 @@ impl State {
         }
     }
 
-    /// Offers a pending job to every fitting, idle, accepting executor not excluded.
+    /// Offers a pending job to the fitting, idle, accepting executors not excluded: as many as it
+    /// needs plus [`SPARE_OFFERS`], those with the fewest offers still unanswered first (ties in an
+    /// order drawn from the job, so work spreads), those that declined it before last.
     pub fn offer(&mut self, cid: Cid, now_ms: u64) {
-        let Some(job) = self.jobs.get_mut(&cid) else { return };
+        let Some(job) = self.jobs.get(&cid) else { return };
         if job.phase != Phase::Pending || now_ms < job.not_before_ms {
             return;
         }
+        let effective = job.effective_spec();
+        let (executors, validators) = Self::needed(job.record.payload.spec.redundancy);
+        let waiting = self.unanswered_offers();
+        let salt = u64::from_be_bytes(cid.hash().digest()[..8].try_into().unwrap_or([0; 8]));
+        let mut fitting: Vec<&Did> = self
+            .executors
+            .iter()
+            .filter(|(did, entry)| {
+                entry.accepting
+                    && entry.busy.is_none()
+                    && !job.excluded.contains(*did)
+                    && check_capability(&effective, &entry.capabilities).is_ok()
+            })
+            .map(|(did, _)| did)
+            .collect();
+        fitting.sort_by_cached_key(|did| {
+            (job.declined.contains(*did), waiting.get(*did).copied().unwrap_or(0), spread(salt, did))
+        });
+        let chosen: Vec<Did> =
+            fitting.into_iter().take(executors + validators + SPARE_OFFERS).cloned().collect();
+        let Some(job) = self.jobs.get_mut(&cid) else { return };
         job.attempt += 1;
         job.offered.clear();
         job.answered.clear();
         job.bids.clear();
         job.bidders.clear();
-        let effective = job.effective_spec();
         let offer = ToExecutor::Offer {
             job: RecordBytes(job.record.bytes().to_vec()),
             bid_deadline_ms: now_ms + BID_WINDOW_MS,
         };
-        for (did, entry) in &self.executors {
-            if entry.accepting
-                && entry.busy.is_none()
-                && !job.excluded.contains(did)
-                && check_capability(&effective, &entry.capabilities).is_ok()
-                && entry.outbox.send(offer.clone()).is_ok()
-            {
-                job.offered.insert(did.clone());
+        for did in chosen {
+            if self.executors.get(&did).is_some_and(|e| e.outbox.send(offer.clone()).is_ok()) {
+                job.offered.insert(did);
             }
         }
         let (executors, validators) = Self::needed(job.record.payload.spec.redundancy);
@@ -380,6 +400,17 @@ impl State {
         job.phase = Phase::Bidding;
         job.reason = None;
         self.bid_deadlines.push((cid, now_ms + BID_WINDOW_MS));
+    }
+
+    /// How many offers each executor has not answered yet.
+    fn unanswered_offers(&self) -> HashMap<Did, usize> {
+        let mut waiting: HashMap<Did, usize> = HashMap::new();
+        for (_, job) in self.open_jobs().filter(|(_, j)| j.phase == Phase::Bidding) {
+            for did in job.offered.difference(&job.answered) {
+                *waiting.entry(did.clone()).or_default() += 1;
+            }
+        }
+        waiting
     }
 
     /// The jobs not yet final, with their CIDs.
@@ -506,6 +537,7 @@ impl State {
                 attempt: entry.attempt,
                 offered: HashSet::new(),
                 answered: HashSet::new(),
+                declined: HashSet::new(),
                 bids: Vec::new(),
                 bidders: Vec::new(),
                 excluded: entry.excluded.into_iter().collect(),
@@ -567,6 +599,19 @@ impl State {
 
 /// How long executors have to bid, unless all have answered sooner.
 pub const BID_WINDOW_MS: u64 = 1500;
+
+/// How many executors beyond those a job needs are offered it: a choice for its strategy and room
+/// for a decline, without every idle executor verifying and bidding on every pending job (with 64
+/// jobs waiting, an executor that came free was offered all 64 and bid on each).
+pub const SPARE_OFFERS: usize = 2;
+
+/// A pseudo-random order of executors for one job (`salt`), the same on every run.
+fn spread(salt: u64, did: &Did) -> u64 {
+    // FNV-1a over the DID, seeded by the job.
+    did.as_str()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325 ^ salt, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
 
 pub(super) fn stake_lock(job: &Cid, did: &Did) -> String {
     format!("stake:{job}:{did}")
