@@ -82,7 +82,7 @@ impl NodeCore {
         let key =
             Keypair::load_or_create(&dir.join("node.key")).map_err(|e| io("node.key", e.to_string()))?;
         let store = Store::open(&dir.join("store.redb")).map_err(|e| io("store.redb", e.to_string()))?;
-        // Records commit without an fsync; the node flushes after each receipt (see core::node).
+        // Records commit without an fsync; the node flushes a second after receipts (see core::node).
         store.db().group_commit();
         Ok(Self {
             dir: dir.to_path_buf(),

@@ -119,7 +119,7 @@ pub fn node(coordinator: &str, data: PathBuf, price_per_hour: u64, policy: Optio
     if let Err(e) = std::fs::write(data.join("did"), format!("{}\n", key.did())) {
         return output::fail(&format!("cannot write {}/did: {e}", data.display()));
     }
-    // Bids and results commit without an fsync; the node flushes after each receipt.
+    // Bids and results commit without an fsync; the node flushes a second after receipts.
     store.db().group_commit();
     let node = ExecutorNode {
         key: Arc::new(key),

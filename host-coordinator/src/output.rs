@@ -34,7 +34,7 @@ pub fn open_store(dir: &Path) -> Result<Store, String> {
 /// A store to read from, even while a daemon (`icn coordinator`, `icn node`) holds it: redb locks
 /// its file for the writer, so the reader then opens a copy of the file, which holds everything
 /// the daemon has made durable (its group commits flush at least every 100 ms on a coordinator and
-/// after each receipt on a node). The copy lives as long as the returned guard.
+/// a second after receipts on a node). The copy lives as long as the returned guard.
 pub fn open_store_for_reading(dir: &Path) -> Result<(Store, Option<tempfile::TempDir>), String> {
     let path = dir.join(STORE_FILE);
     match Store::open(&path) {
