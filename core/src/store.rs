@@ -13,8 +13,8 @@ use std::thread::ThreadId;
 
 use cid::Cid;
 use redb::{
-    Database, Durability, MultimapTableDefinition, ReadTransaction, ReadableDatabase, TableDefinition,
-    WriteTransaction,
+    Database, Durability, MultimapTableDefinition, ReadTransaction, ReadableDatabase, ReadableTable,
+    TableDefinition, WriteTransaction,
 };
 
 use crate::dag::{DAG_CBOR_CODEC, RAW_CODEC, SignedRecord, blob_cid, record_cid};
@@ -349,9 +349,16 @@ impl std::fmt::Debug for Batch<'_> {
 }
 
 impl Batch<'_> {
+    /// Stores `bytes` under their CID. Content under a CID never changes, so bytes already stored
+    /// are not written again (a write copies the page it lands on, which the next fsync pays for;
+    /// the same module arrives with every job of its kind).
     pub fn put_blob(&mut self, bytes: &[u8]) -> Result<Cid, StoreError> {
         let cid = blob_cid(bytes);
-        self.tx.open_table(BLOBS)?.insert(cid.to_bytes().as_slice(), bytes)?;
+        let key = cid.to_bytes();
+        let mut table = self.tx.open_table(BLOBS)?;
+        if table.get(key.as_slice())?.is_none() {
+            table.insert(key.as_slice(), bytes)?;
+        }
         Ok(cid)
     }
 
@@ -365,7 +372,11 @@ impl Batch<'_> {
             return Err(StoreError::CidMismatch(cid));
         }
         let key = cid.to_bytes();
-        self.tx.open_table(RECORDS)?.insert(key.as_slice(), bytes)?;
+        let mut records = self.tx.open_table(RECORDS)?;
+        if records.get(key.as_slice())?.is_none() {
+            records.insert(key.as_slice(), bytes)?;
+        }
+        drop(records);
         if let Some(job) = job {
             self.tx.open_multimap_table(BY_JOB)?.insert(job.to_bytes().as_slice(), key.as_slice())?;
         }
