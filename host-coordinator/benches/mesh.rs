@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use icn_mesh_coordinator::client::{self, Session};
 use icn_mesh_coordinator::coordinator::COORDINATOR_CACHE_BYTES;
-use icn_mesh_coordinator::coordinator::events::{Checked, Event, MAX_EVENTS_PER_COMMIT};
+use icn_mesh_coordinator::coordinator::events::{Checked, Event, MAX_EVENTS_PER_COMMIT, VerifyPool};
 use icn_mesh_coordinator::coordinator::state::{ExecutorEntry, State};
 use icn_mesh_coordinator::ledger::Ledger;
 use icn_mesh_core::dag::SignedRecord;
@@ -516,30 +516,28 @@ fn bid_path(
     elapsed
 }
 
-/// The same path as `icn coordinator` runs it on several threads: a task per executor verifies its
-/// bids as they arrive (yielding after each, as a network read would) and queues them; one task
-/// applies whatever is queued in one commit (`MAX_EVENTS_PER_COMMIT` at most), as the driver's
+/// The same path as `icn coordinator` runs it: a task per executor has each of its bids verified by
+/// the `VerifyPool` (threads beside the runtime's one) as it arrives and queues it; one task applies
+/// whatever is queued in one commit (`MAX_EVENTS_PER_COMMIT` at most), as the driver's
 /// `apply_events` does; then one flush.
-fn bid_path_threaded(
+fn bid_path_pooled(
     state: State,
     db: Db,
     signed: Vec<(Did, RecordBytes)>,
     threads: usize,
     now: u64,
 ) -> Duration {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async move {
+    let rt = runtime();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let pool = Rc::new(VerifyPool::start(threads));
         let mut by_executor: std::collections::BTreeMap<Did, Vec<RecordBytes>> = Default::default();
         for (did, bytes) in signed {
             by_executor.entry(did).or_default().push(bytes);
         }
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
         let start = Instant::now();
-        let applier = tokio::spawn(async move {
+        let applier = tokio::task::spawn_local(async move {
             let mut state = state;
             let mut batch = Vec::with_capacity(MAX_EVENTS_PER_COMMIT);
             while rx.recv_many(&mut batch, MAX_EVENTS_PER_COMMIT).await > 0 {
@@ -549,12 +547,11 @@ fn bid_path_threaded(
             state
         });
         for (did, bids) in by_executor {
-            let tx = tx.clone();
-            tokio::spawn(async move {
+            let (tx, pool) = (tx.clone(), Rc::clone(&pool));
+            tokio::task::spawn_local(async move {
                 for bytes in bids {
-                    let message = Box::new(Checked::check(FromExecutor::Bid(bytes)));
+                    let message = Box::new(pool.check(FromExecutor::Bid(bytes)).await);
                     let _ = tx.send(Event::Message { did: did.clone(), message, at_ms: now });
-                    tokio::task::yield_now().await;
                 }
             });
         }
@@ -582,15 +579,15 @@ fn bids(quick: bool) {
             signed.len() as f64 / elapsed.as_secs_f64(),
         ));
     }
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+    let threads = VerifyPool::threads();
     {
         let dir = tempfile::tempdir().expect("tempdir");
         let (state, db, signed, outboxes) = bidding_state(dir.path(), jobs, executors, now);
         let n = signed.len();
-        let elapsed = bid_path_threaded(state, db, signed, threads, now);
+        let elapsed = bid_path_pooled(state, db, signed, threads, now);
         drop(outboxes);
         rows.push((
-            format!("{threads} threads as the coordinator runs it, batched commits"),
+            format!("as the coordinator runs it: {threads} verifier thread(s), batched commits"),
             n as f64 / elapsed.as_secs_f64(),
         ));
     }

@@ -41,12 +41,10 @@ pub fn coordinator(listen: &str, data: PathBuf, grants: Vec<(Did, u64)>, json: b
         Ok(a) => a,
         Err(_) => return output::fail(&format!("`{listen}` is not HOST:PORT (e.g. 127.0.0.1:7000)")),
     };
-    // Several threads: executors' sessions verify the records they receive (ed25519, the costliest
-    // step) side by side, while one at a time applies them to the state.
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build() {
+    // One runtime thread; records are verified on the coordinator's verifier threads beside it.
+    let rt = match runtime() {
         Ok(rt) => rt,
-        Err(e) => return output::fail(&e.to_string()),
+        Err(e) => return output::fail(&e),
     };
     let config = CoordinatorConfig { listen, data, grants };
     let result = rt.block_on(coordinator::run(config, |address| {

@@ -29,7 +29,7 @@ use icn_mesh_core::store::{Db, Store};
 use tokio::sync::mpsc;
 
 use crate::ledger::{Ledger, RedbLedger};
-use events::{Checked, Event, MAX_EVENTS_PER_COMMIT};
+use events::{Event, MAX_EVENTS_PER_COMMIT, VerifyPool};
 use group_commit::GroupCommit;
 use state::{ExecutorEntry, State};
 
@@ -108,6 +108,8 @@ pub async fn run(config: CoordinatorConfig, ready: impl FnOnce(&PeerAddr)) -> Re
     }
     let group = GroupCommit::start(db);
     let events = apply_events(Arc::clone(&state));
+    let verifier =
+        Arc::new(VerifyPool::start(std::thread::available_parallelism().map_or(2, |n| n.get().min(4))));
     let ticker = Arc::clone(&state);
     let nudged = Arc::clone(&group);
     tokio::spawn(async move {
@@ -122,8 +124,9 @@ pub async fn run(config: CoordinatorConfig, ready: impl FnOnce(&PeerAddr)) -> Re
         let state = Arc::clone(&state);
         let group = Arc::clone(&group);
         let events = events.clone();
+        let verifier = Arc::clone(&verifier);
         tokio::spawn(async move {
-            if let Err(e) = connection(state, events, group, incoming).await {
+            if let Err(e) = connection(state, events, verifier, group, incoming).await {
                 tracing::info!("connection ended: {e}");
             }
         });
@@ -188,6 +191,7 @@ enum SessionError {
 async fn connection(
     state: Shared,
     events: mpsc::UnboundedSender<Event>,
+    verifier: Arc<VerifyPool>,
     group: Arc<GroupCommit>,
     incoming: quinn::Incoming,
 ) -> Result<(), SessionError> {
@@ -198,7 +202,7 @@ async fn connection(
     frame::write(&mut send, &Hello::new(Role::Coordinator), MAX_MESSAGE_BYTES).await?;
     hello.check()?;
     match hello.role {
-        Role::Executor => executor_session(events, group, peer, send, recv).await,
+        Role::Executor => executor_session(events, &verifier, group, peer, send, recv).await,
         Role::Client => {
             client_request(&state, &group, &peer, send, recv).await?;
             // Further requests on further streams of the same connection.
@@ -218,6 +222,7 @@ async fn connection(
 
 async fn executor_session(
     events: mpsc::UnboundedSender<Event>,
+    verifier: &VerifyPool,
     group: Arc<GroupCommit>,
     did: Did,
     mut send: quinn::SendStream,
@@ -268,7 +273,7 @@ async fn executor_session(
         if matches!(message, FromExecutor::Register { .. }) {
             break Err(SessionError::Protocol("registered twice".into()));
         }
-        let message = Box::new(Checked::check(message));
+        let message = Box::new(verifier.check(message).await);
         let _ = events.send(Event::Message { did: did.clone(), message, at_ms: now });
     };
     let _ = events.send(Event::Gone { did: did.clone(), session, at_ms: now_ms() });
