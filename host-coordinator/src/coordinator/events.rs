@@ -111,14 +111,20 @@ impl VerifyPool {
         if !matches!(message, FromExecutor::Bid(_) | FromExecutor::Result { .. }) {
             return Checked::Plain(message);
         }
+        let is_bid = matches!(message, FromExecutor::Bid(_));
         let (reply, answer) = tokio::sync::oneshot::channel();
         let sent = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).send((message, reply));
         match sent {
-            Ok(()) => match answer.await {
-                Ok(checked) => checked,
-                // A verifier thread died with the message; refuse it as unverifiable.
-                Err(_) => Checked::Bid(Err(DagError::Decode("the verifier failed".into()))),
-            },
+            Ok(()) => answer.await.unwrap_or_else(|_| {
+                // A verifier thread died with the message (decoding returns errors, it does not
+                // panic): the record is refused as unverifiable, and the executor told why.
+                let failed = || DagError::Decode("the coordinator's verifier failed".into());
+                if is_bid {
+                    Checked::Bid(Err(failed()))
+                } else {
+                    Checked::Result { record: Err(failed()), output: Blob(Vec::new()) }
+                }
+            }),
             Err(std::sync::mpsc::SendError((message, _))) => Checked::check(message),
         }
     }
@@ -163,5 +169,96 @@ impl State {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use icn_mesh_core::identity::Keypair;
+    use icn_mesh_core::market::{AvailabilityWindow, Capabilities, CapabilityProof, RuntimeKind};
+    use icn_mesh_core::protocol::RecordBytes;
+    use icn_mesh_core::spec::Architecture;
+
+    fn bid_bytes(key: &Keypair) -> Vec<u8> {
+        let bid = Bid {
+            job: icn_mesh_core::dag::blob_cid(b"job"),
+            bidder: key.did().clone(),
+            price: 10,
+            completion_time: 5,
+            capabilities: Capabilities {
+                cpu_cores: 1,
+                memory_mb: 64,
+                disk_mb: 64,
+                gpu: None,
+                runtimes: vec![RuntimeKind::Wasm],
+                architecture: Architecture::X86_64,
+                fuel_per_second: 1,
+            },
+            availability: AvailabilityWindow { from: 0, until: 10 },
+            reputation_score: 0.5,
+            completed_similar: 0,
+            success_rate: 1.0,
+            capability_proof: CapabilityProof::default(),
+            valid_until: 10,
+        };
+        SignedRecord::sign(bid, key).expect("sign").bytes().to_vec()
+    }
+
+    #[test]
+    fn the_pool_gives_the_verdicts_the_session_would() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let pool = VerifyPool::start(2);
+        let key = Keypair::from_seed(&[3; 32]);
+        let good = bid_bytes(&key);
+        let mut bent = good.clone();
+        let last = bent.len() - 1;
+        bent[last] ^= 1;
+        rt.block_on(async {
+            for (bytes, verifies) in [(good, true), (bent, false)] {
+                match pool.check(FromExecutor::Bid(RecordBytes(bytes.clone()))).await {
+                    Checked::Bid(Ok(bid)) => {
+                        assert!(verifies);
+                        assert_eq!(bid.bytes(), &bytes[..]);
+                    }
+                    Checked::Bid(Err(e)) => assert!(!verifies, "{e}"),
+                    other => panic!("{other:?}"),
+                }
+            }
+            let result = FromExecutor::Result { record: RecordBytes(vec![1, 2]), output: Blob(vec![7]) };
+            assert!(matches!(
+                pool.check(result).await,
+                Checked::Result { record: Err(_), output: Blob(o) } if o == [7]
+            ));
+            assert!(matches!(pool.check(FromExecutor::Accepting(true)).await, Checked::Plain(_)));
+        });
+    }
+
+    #[test]
+    fn a_departure_removes_only_its_own_session() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = icn_mesh_core::store::Db::open(&dir.path().join("store.redb")).expect("db");
+        let mut state = State::open(std::sync::Arc::new(Keypair::from_seed(&[1; 32])), &db).expect("state");
+        let did = Keypair::from_seed(&[2; 32]).did().clone();
+        let caps = || Capabilities {
+            cpu_cores: 1,
+            memory_mb: 64,
+            disk_mb: 64,
+            gpu: None,
+            runtimes: vec![RuntimeKind::Wasm],
+            architecture: Architecture::X86_64,
+            fuel_per_second: 1,
+        };
+        let session = || tokio::sync::mpsc::unbounded_channel::<icn_mesh_core::protocol::ToExecutor>().0;
+        let (old, new) = (session(), session());
+        for outbox in [old.clone(), new.clone()] {
+            let entry = ExecutorEntry { outbox, capabilities: caps(), accepting: true, busy: None };
+            state.apply(Event::Joined { did: did.clone(), entry, at_ms: 1 });
+        }
+        // The old connection times out after the executor reconnected: its new session stays.
+        state.apply(Event::Gone { did: did.clone(), session: old, at_ms: 2 });
+        assert!(state.executors.get(&did).is_some_and(|e| e.outbox.same_channel(&new)));
+        state.apply(Event::Gone { did: did.clone(), session: new, at_ms: 3 });
+        assert!(!state.executors.contains_key(&did));
     }
 }
