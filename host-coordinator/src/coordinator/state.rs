@@ -381,7 +381,6 @@ impl State {
                 job.offered.insert(did);
             }
         }
-        let (executors, validators) = Self::needed(job.record.payload.spec.redundancy);
         if job.offered.len() < executors + validators {
             job.reason = Some(format!(
                 "waiting for executors: {} needed, {} can take it now (J003)",
@@ -615,4 +614,73 @@ fn spread(salt: u64, did: &Did) -> u64 {
 
 pub(super) fn stake_lock(job: &Cid, did: &Did) -> String {
     format!("stake:{job}:{did}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::Ledger;
+    use icn_mesh_core::market::{Capabilities, RuntimeKind};
+    use icn_mesh_core::spec::{Architecture, JobSpec};
+
+    const ECHO: &[u8] = include_bytes!("../../../examples/jobs/echo.wasm");
+
+    #[test]
+    fn a_job_is_offered_to_what_it_needs_plus_spares_the_least_asked_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = icn_mesh_core::store::Db::open(&dir.path().join("store.redb")).expect("db");
+        let mut state = State::open(Arc::new(Keypair::from_seed(&[1; 32])), &db).expect("state");
+        let client = Keypair::from_seed(&[2; 32]);
+        state.ledger.grant("g", client.did().as_str(), 1_000_000).expect("grant");
+        let mut outboxes = Vec::new();
+        for n in 0..8u8 {
+            let (outbox, rx) = tokio::sync::mpsc::unbounded_channel();
+            outboxes.push(rx);
+            let capabilities = Capabilities {
+                cpu_cores: 4,
+                memory_mb: 4096,
+                disk_mb: 4096,
+                gpu: None,
+                runtimes: vec![RuntimeKind::Wasm, RuntimeKind::Ccl],
+                architecture: Architecture::X86_64,
+                fuel_per_second: 1_000_000,
+            };
+            let did = Keypair::from_seed(&[10 + n; 32]).did().clone();
+            state.executors.insert(did, ExecutorEntry { outbox, capabilities, accepting: true, busy: None });
+        }
+        let mut offered: Vec<HashSet<Did>> = Vec::new();
+        for (n, redundancy) in ["None", "None", "Full(3)"].iter().enumerate() {
+            let mut spec = JobSpec::from_json(&format!(
+                r#"{{"runtime": {{"type": "CCL", "contract": "", "args": "job {n}"}}, "budget": {{"max_total": 100}},
+                    "redundancy": "{redundancy}"}}"#
+            ))
+            .expect("spec");
+            let record = crate::client::job_record(&mut spec, ECHO, None, &client, 1_000).expect("record");
+            let reply = state.submit(
+                client.did(),
+                &RecordBytes(record.bytes().to_vec()),
+                Blob(ECHO.to_vec()),
+                Blob(Vec::new()),
+                None,
+                1_000,
+            );
+            assert!(matches!(reply, ClientReply::Accepted { .. }), "{reply:?}");
+            offered.push(state.jobs[&record.cid()].offered.clone());
+        }
+        // Redundancy None needs one executor: it is offered to three.
+        assert_eq!(offered[0].len(), 1 + SPARE_OFFERS);
+        // The next job goes to executors with no offer waiting, not to the same three.
+        assert_eq!(offered[1].len(), 1 + SPARE_OFFERS);
+        assert!(offered[0].is_disjoint(&offered[1]), "{offered:?}");
+        // Full(3) needs three: five offers, the two executors asked nothing yet among them.
+        assert_eq!(offered[2].len(), 3 + SPARE_OFFERS);
+        let unasked: HashSet<Did> = state
+            .executors
+            .keys()
+            .filter(|d| !offered[0].contains(*d) && !offered[1].contains(*d))
+            .cloned()
+            .collect();
+        assert_eq!(unasked.len(), 2);
+        assert!(unasked.is_subset(&offered[2]), "{offered:?}");
+    }
 }
