@@ -77,11 +77,13 @@ struct DbInner {
     unit: Mutex<Unit>,
 }
 
-/// The transaction a [`Db::unit`] holds open, and the thread it belongs to.
+/// The transaction a [`Db::unit`] holds open, the thread it belongs to, and whether any writer
+/// took it (a unit nobody wrote in is not committed, so an idle tick causes no flush).
 #[derive(Default)]
 struct Unit {
     owner: Option<ThreadId>,
     tx: Option<WriteTransaction>,
+    used: bool,
 }
 
 impl std::fmt::Debug for Unit {
@@ -174,6 +176,7 @@ impl Db {
                 let Some(tx) = unit.tx.take() else {
                     panic!("a write transaction begun inside a unit while another is open");
                 };
+                unit.used = true;
                 return Ok(Tx { tx: Some(tx), unit: Some(&self.inner) });
             }
         }
@@ -188,11 +191,13 @@ impl Db {
             return Ok(f());
         }
         // Outside our mutex: this waits for redb's writer lock (another thread's unit, a flush).
-        let tx = self.begin_own()?;
+        // Counted in `written` only at the end, if a writer used it (still under the lock).
+        let tx = self.begin_uncounted()?;
         {
             let mut unit = self.inner.unit();
             unit.owner = Some(me);
             unit.tx = Some(tx);
+            unit.used = false;
         }
         /// Closes the unit however `f` ends; if it panicked, its writes are dropped uncommitted.
         struct Close<'a>(&'a DbInner);
@@ -201,23 +206,36 @@ impl Db {
                 let mut unit = self.0.unit();
                 unit.owner = None;
                 unit.tx = None;
+                unit.used = false;
             }
         }
         let close = Close(&self.inner);
         let result = f();
-        let tx = self.inner.unit().tx.take();
+        let (tx, used) = {
+            let mut unit = self.inner.unit();
+            (unit.tx.take(), unit.used)
+        };
         drop(close);
-        if let Some(tx) = tx {
+        // If nothing was written, dropping the transaction ends it with no commit to flush.
+        if let Some(tx) = tx
+            && used
+        {
+            self.inner.written.fetch_add(1, Ordering::SeqCst);
             tx.commit()?;
         }
         Ok(result)
     }
 
     fn begin_own(&self) -> Result<WriteTransaction, redb::Error> {
-        let mut tx = self.inner.db.begin_write()?;
-        // redb lets one writer in at a time, so counting here orders this transaction before any
-        // flush that begins after it.
+        let tx = self.begin_uncounted()?;
+        // redb lets one writer in at a time, so counting while holding the transaction orders it
+        // before any flush that begins after it.
         self.inner.written.fetch_add(1, Ordering::SeqCst);
+        Ok(tx)
+    }
+
+    fn begin_uncounted(&self) -> Result<WriteTransaction, redb::Error> {
+        let mut tx = self.inner.db.begin_write()?;
         if self.inner.grouped.load(Ordering::Relaxed) {
             tx.set_durability(Durability::None)?;
         }
@@ -423,6 +441,21 @@ mod tests {
         expected.sort_by_key(|c| c.to_bytes());
         assert_eq!(store.records_for_job(&job.cid()).expect("index"), expected);
         assert_eq!(store.block(&crate::dag::blob_cid(b"absent")).expect("read"), None);
+    }
+
+    #[test]
+    fn a_unit_nobody_writes_in_commits_nothing_so_nothing_waits_for_a_flush() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("s.redb")).expect("open");
+        let store = Store::within(db.clone()).expect("store");
+        db.group_commit();
+        let before = db.written();
+        db.unit(|| store.blob(&blob_cid(b"absent")).expect("read")).expect("unit");
+        assert_eq!(db.written(), before, "an idle unit would make the flusher fsync for nothing");
+        let cid = db.unit(|| store.put_blob(b"bytes").expect("put")).expect("unit");
+        assert_eq!(db.written(), before + 1);
+        assert_eq!(db.flush().expect("flush"), before + 1);
+        assert_eq!(store.blob(&cid).expect("read").as_deref(), Some(&b"bytes"[..]));
     }
 
     #[test]

@@ -103,14 +103,15 @@ enum LedgerCommand {
 
 fn main() -> ExitCode {
     // Logs go to stderr; `ICN_LOG=info` (or debug, or a per-module filter) shows more than warnings.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ICN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+    // Without it, a plain level filter: an idle `icn node` then never touches the directive
+    // parser's and matcher's code, which stays out of its resident memory.
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match tracing_subscriber::EnvFilter::try_from_env("ICN_LOG") {
+        Ok(filter) => logs.with_env_filter(filter).init(),
+        Err(_) => logs.with_max_level(tracing::Level::WARN).init(),
+    }
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Keygen { out, json } => keygen(out, json),
