@@ -158,17 +158,6 @@ impl RedbLedger {
     /// Runs `change` in one transaction unless `op` was applied before; records `op` with it.
     /// `change` checks everything before it writes anything, so an error leaves no trace even inside
     /// a [`Db::unit`] (where dropping the transaction does not roll back).
-    /// Runs `change` in one transaction unless operation `op` was applied before, and records `op`.
-    /// The four tables are opened once for it (in redb each open and close of a table is a lookup
-    /// and, for a write, a root update: most of a small operation's cost).
-    fn once(
-        &self,
-        op: &str,
-        change: impl FnOnce(&mut Tables<'_>) -> Result<(), LedgerError>,
-    ) -> Result<(), LedgerError> {
-        self.apply(Some(op), change)
-    }
-
     /// Runs `change` in one transaction; with an `op`, once: skipped if `op` was applied before,
     /// and `op` recorded with the change.
     fn apply(
@@ -285,7 +274,7 @@ impl Tables<'_> {
 
 impl Ledger for RedbLedger {
     fn grant(&self, op: &str, did: &str, amount: Mana) -> Result<(), LedgerError> {
-        self.once(op, |t| {
+        self.apply(Some(op), |t| {
             let (balance, locked) = t.account(did)?;
             let balance = balance.checked_add(amount).ok_or(LedgerError::Overflow)?;
             let granted = t.total_plus("granted", amount)?;
@@ -295,7 +284,7 @@ impl Ledger for RedbLedger {
     }
 
     fn lock(&self, op: &str, lock: &str, did: &str, amount: Mana) -> Result<(), LedgerError> {
-        self.once(op, |t| t.lock(lock, did, amount))
+        self.apply(Some(op), |t| t.lock(lock, did, amount))
     }
 
     fn stake(&self, lock: &str, did: &str, amount: Mana) -> Result<(), LedgerError> {
@@ -307,7 +296,7 @@ impl Ledger for RedbLedger {
     }
 
     fn resolve(&self, op: &str, lock: &str, resolution: &Resolution) -> Result<(), LedgerError> {
-        self.once(op, |t| t.resolve(lock, resolution))
+        self.apply(Some(op), |t| t.resolve(lock, resolution))
     }
     fn account(&self, did: &str) -> Result<(Mana, Mana), LedgerError> {
         let tx = self.db.begin_read()?;

@@ -69,6 +69,33 @@ struct Model {
     sink: u64,
 }
 
+impl Model {
+    /// Whether locking `amount` of `did` under `name` must succeed; if so, the model does it.
+    fn lock(&mut self, name: &str, did: &str, amount: u64) -> bool {
+        let ok = !self.locks.contains_key(name) && self.balance.get(did).copied().unwrap_or(0) >= amount;
+        if ok {
+            *self.balance.entry(did.into()).or_default() -= amount;
+            *self.locked.entry(did.into()).or_default() += amount;
+            self.locks.insert(name.into(), (did.into(), amount));
+        }
+        ok
+    }
+
+    /// Whether resolving `name` with `pay` to `pay_to` and `slash` must succeed; if so, the model
+    /// does it.
+    fn resolve(&mut self, name: &str, pay_to: &str, pay: u64, slash: u64) -> bool {
+        let ok = self.locks.get(name).is_some_and(|(_, amount)| pay + slash <= *amount);
+        if ok {
+            let (owner, amount) = self.locks.remove(name).expect("lock");
+            *self.locked.entry(owner.clone()).or_default() -= amount;
+            *self.balance.entry(owner).or_default() += amount - pay - slash;
+            *self.balance.entry(pay_to.into()).or_default() += pay;
+            self.sink += slash;
+        }
+        ok
+    }
+}
+
 /// An operation as applied, with the id it carried, so it can be replayed exactly.
 #[derive(Debug, Clone)]
 struct Applied {
@@ -90,14 +117,8 @@ fn apply(ledger: &RedbLedger, model: &mut Model, id: &str, op: &Op, replay: bool
             let name = format!("lock-{lock}");
             let result = ledger.lock(id, &name, DIDS[*did], *amount);
             if !replay {
-                let balance = model.balance.get(DIDS[*did]).copied().unwrap_or(0);
-                let expect_ok = !model.locks.contains_key(&name) && balance >= *amount;
+                let expect_ok = model.lock(&name, DIDS[*did], *amount);
                 assert_eq!(result.is_ok(), expect_ok, "{op:?} {result:?}");
-                if expect_ok {
-                    *model.balance.entry(DIDS[*did].into()).or_default() -= amount;
-                    *model.locked.entry(DIDS[*did].into()).or_default() += amount;
-                    model.locks.insert(name, (DIDS[*did].into(), *amount));
-                }
             }
             return result.is_ok();
         }
@@ -106,15 +127,8 @@ fn apply(ledger: &RedbLedger, model: &mut Model, id: &str, op: &Op, replay: bool
             let resolution = Resolution { payouts: vec![(DIDS[*pay_to].into(), *pay)], slash: *slash };
             let result = ledger.resolve(id, &name, &resolution);
             if !replay {
-                let expect_ok = model.locks.get(&name).is_some_and(|(_, amount)| pay + slash <= *amount);
+                let expect_ok = model.resolve(&name, DIDS[*pay_to], *pay, *slash);
                 assert_eq!(result.is_ok(), expect_ok, "{op:?} {result:?}");
-                if expect_ok {
-                    let (owner, amount) = model.locks.remove(&name).expect("lock");
-                    *model.locked.entry(owner.clone()).or_default() -= amount;
-                    *model.balance.entry(owner).or_default() += amount - pay - slash;
-                    *model.balance.entry(DIDS[*pay_to].into()).or_default() += pay;
-                    model.sink += slash;
-                }
             }
             return result.is_ok();
         }
@@ -124,27 +138,15 @@ fn apply(ledger: &RedbLedger, model: &mut Model, id: &str, op: &Op, replay: bool
         Op::Stake { lock, did, amount } => {
             let name = format!("lock-{lock}");
             let result = ledger.stake(&name, DIDS[*did], *amount);
-            let balance = model.balance.get(DIDS[*did]).copied().unwrap_or(0);
-            let expect_ok = !model.locks.contains_key(&name) && balance >= *amount;
+            let expect_ok = model.lock(&name, DIDS[*did], *amount);
             assert_eq!(result.is_ok(), expect_ok, "{op:?} {result:?}");
-            if expect_ok {
-                *model.balance.entry(DIDS[*did].into()).or_default() -= amount;
-                *model.locked.entry(DIDS[*did].into()).or_default() += amount;
-                model.locks.insert(name, (DIDS[*did].into(), *amount));
-            }
             return result.is_ok();
         }
         Op::Release { lock, slash } => {
             let name = format!("lock-{lock}");
             let result = ledger.release(&name, *slash);
-            let expect_ok = model.locks.get(&name).is_some_and(|(_, amount)| slash <= amount);
+            let expect_ok = model.resolve(&name, DIDS[0], 0, *slash);
             assert_eq!(result.is_ok(), expect_ok, "{op:?} {result:?}");
-            if expect_ok {
-                let (owner, amount) = model.locks.remove(&name).expect("lock");
-                *model.locked.entry(owner.clone()).or_default() -= amount;
-                *model.balance.entry(owner).or_default() += amount - slash;
-                model.sink += slash;
-            }
             return result.is_ok();
         }
         Op::Replay { .. } | Op::Reopen => {}

@@ -180,21 +180,25 @@ mod tests {
     use icn_mesh_core::protocol::RecordBytes;
     use icn_mesh_core::spec::Architecture;
 
+    fn small_caps() -> Capabilities {
+        Capabilities {
+            cpu_cores: 1,
+            memory_mb: 64,
+            disk_mb: 64,
+            gpu: None,
+            runtimes: vec![RuntimeKind::Wasm],
+            architecture: Architecture::X86_64,
+            fuel_per_second: 1,
+        }
+    }
+
     fn bid_bytes(key: &Keypair) -> Vec<u8> {
         let bid = Bid {
             job: icn_mesh_core::dag::blob_cid(b"job"),
             bidder: key.did().clone(),
             price: 10,
             completion_time: 5,
-            capabilities: Capabilities {
-                cpu_cores: 1,
-                memory_mb: 64,
-                disk_mb: 64,
-                gpu: None,
-                runtimes: vec![RuntimeKind::Wasm],
-                architecture: Architecture::X86_64,
-                fuel_per_second: 1,
-            },
+            capabilities: small_caps(),
             availability: AvailabilityWindow { from: 0, until: 10 },
             reputation_score: 0.5,
             completed_similar: 0,
@@ -240,19 +244,10 @@ mod tests {
         let db = icn_mesh_core::store::Db::open(&dir.path().join("store.redb")).expect("db");
         let mut state = State::open(std::sync::Arc::new(Keypair::from_seed(&[1; 32])), &db).expect("state");
         let did = Keypair::from_seed(&[2; 32]).did().clone();
-        let caps = || Capabilities {
-            cpu_cores: 1,
-            memory_mb: 64,
-            disk_mb: 64,
-            gpu: None,
-            runtimes: vec![RuntimeKind::Wasm],
-            architecture: Architecture::X86_64,
-            fuel_per_second: 1,
-        };
         let session = || tokio::sync::mpsc::unbounded_channel::<icn_mesh_core::protocol::ToExecutor>().0;
         let (old, new) = (session(), session());
         for outbox in [old.clone(), new.clone()] {
-            let entry = ExecutorEntry { outbox, capabilities: caps(), accepting: true, busy: None };
+            let entry = ExecutorEntry { outbox, capabilities: small_caps(), accepting: true, busy: None };
             state.apply(Event::Joined { did: did.clone(), entry, at_ms: 1 });
         }
         // The old connection times out after the executor reconnected: its new session stays.
