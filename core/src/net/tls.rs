@@ -9,15 +9,19 @@
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, verify_tls13_signature_with_raw_key};
+use rustls::crypto::{
+    CryptoProvider, GetRandomFailed, KeyProvider, SecureRandom, WebPkiSupportedAlgorithms,
+    verify_tls13_signature_with_raw_key,
+};
+use rustls::pki_types::{AlgorithmIdentifier, InvalidSignature, SignatureVerificationAlgorithm, alg_id};
 use rustls::pki_types::{
     CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, SubjectPublicKeyInfoDer, UnixTime,
 };
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::sign::CertifiedKey;
+use rustls::sign::{CertifiedKey, SigningKey};
 use rustls::{DigitallySignedStruct, DistinguishedName, Error as TlsError, SignatureScheme};
 
-use crate::identity::{Did, Keypair};
+use crate::identity::{self, Did, Keypair};
 
 /// ALPN of this protocol; a peer speaking anything else fails the handshake.
 pub const ALPN: &[u8] = b"icn-mesh/1";
@@ -38,8 +42,74 @@ pub enum TlsSetupError {
     Quic(String),
 }
 
+/// ring's provider cut to what this protocol speaks: TLS 1.3's AES-128-GCM (QUIC's Initial packets
+/// need it) and ChaCha20-Poly1305 (faster on phones without AES instructions), X25519 key exchange,
+/// Ed25519 keys. Naming only these, and not `default_provider()`, is what lets the linker drop the
+/// RSA, ECDSA and P-256/P-384 code a phone would otherwise carry (0.3 MiB of its library).
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::ring::{cipher_suite, kx_group};
+    Arc::new(CryptoProvider {
+        cipher_suites: vec![
+            cipher_suite::TLS13_AES_128_GCM_SHA256,
+            cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+        ],
+        kx_groups: vec![kx_group::X25519],
+        signature_verification_algorithms: ED25519_ONLY,
+        secure_random: &SystemRandom,
+        key_provider: &Ed25519Keys,
+    })
+}
+
+const ED25519_ONLY: WebPkiSupportedAlgorithms = WebPkiSupportedAlgorithms {
+    all: &[&Ed25519Verify],
+    mapping: &[(SignatureScheme::ED25519, &[&Ed25519Verify])],
+};
+
+/// Handshake signatures checked as records are: strict Ed25519 (`Did::verify`).
+#[derive(Debug)]
+struct Ed25519Verify;
+
+impl SignatureVerificationAlgorithm for Ed25519Verify {
+    fn verify_signature(
+        &self,
+        public_key: &[u8],
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), InvalidSignature> {
+        let key: [u8; 32] = public_key.try_into().map_err(|_| InvalidSignature)?;
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&key).map_err(|_| InvalidSignature)?;
+        if identity::verify_strict(&key, message, signature) { Ok(()) } else { Err(InvalidSignature) }
+    }
+
+    fn public_key_alg_id(&self) -> AlgorithmIdentifier {
+        alg_id::ED25519
+    }
+
+    fn signature_alg_id(&self) -> AlgorithmIdentifier {
+        alg_id::ED25519
+    }
+}
+
+#[derive(Debug)]
+struct SystemRandom;
+
+impl SecureRandom for SystemRandom {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), GetRandomFailed> {
+        getrandom::fill(buf).map_err(|_| GetRandomFailed)
+    }
+}
+
+/// Loads only Ed25519 keys (ring's `any_eddsa_type`), so ring's RSA and ECDSA signers are not linked.
+#[derive(Debug)]
+struct Ed25519Keys;
+
+impl KeyProvider for Ed25519Keys {
+    fn load_private_key(&self, key_der: PrivateKeyDer<'static>) -> Result<Arc<dyn SigningKey>, TlsError> {
+        match key_der {
+            PrivateKeyDer::Pkcs8(der) => rustls::crypto::ring::sign::any_eddsa_type(&der),
+            _ => Err(TlsError::General("only Ed25519 PKCS#8 keys are used here".into())),
+        }
+    }
 }
 
 /// The DID of a raw public key presented in a handshake, if it is an Ed25519 key.
@@ -63,7 +133,6 @@ fn verify_signature(
     message: &[u8],
     cert: &CertificateDer<'_>,
     dss: &DigitallySignedStruct,
-    algorithms: &WebPkiSupportedAlgorithms,
 ) -> Result<HandshakeSignatureValid, TlsError> {
     if did_of_spki(cert.as_ref()).is_none() {
         return Err(TlsError::General("peer key is not an Ed25519 raw public key".into()));
@@ -72,7 +141,7 @@ fn verify_signature(
         message,
         &SubjectPublicKeyInfoDer::from(cert.as_ref()),
         dss,
-        algorithms,
+        &ED25519_ONLY,
     )
 }
 
@@ -80,7 +149,6 @@ fn verify_signature(
 #[derive(Debug)]
 struct ExpectDid {
     expected: Did,
-    algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl ServerCertVerifier for ExpectDid {
@@ -118,7 +186,7 @@ impl ServerCertVerifier for ExpectDid {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        verify_signature(message, cert, dss, &self.algorithms)
+        verify_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -132,9 +200,7 @@ impl ServerCertVerifier for ExpectDid {
 
 /// The server's check of clients: any Ed25519 raw key, which becomes the connection's DID.
 #[derive(Debug)]
-struct AnyDidClient {
-    algorithms: WebPkiSupportedAlgorithms,
-}
+struct AnyDidClient;
 
 impl ClientCertVerifier for AnyDidClient {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
@@ -173,7 +239,7 @@ impl ClientCertVerifier for AnyDidClient {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        verify_signature(message, cert, dss, &self.algorithms)
+        verify_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -189,10 +255,9 @@ impl ClientCertVerifier for AnyDidClient {
 pub fn server_config(key: &Keypair) -> Result<rustls::ServerConfig, TlsSetupError> {
     let provider = provider();
     let certified = certified_key(key, &provider)?;
-    let algorithms = provider.signature_verification_algorithms;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(AnyDidClient { algorithms }))
+        .with_client_cert_verifier(Arc::new(AnyDidClient))
         .with_cert_resolver(Arc::new(rustls::server::AlwaysResolvesServerRawPublicKeys::new(certified)));
     config.alpn_protocols = vec![ALPN.to_vec()];
     Ok(config)
@@ -202,11 +267,10 @@ pub fn server_config(key: &Keypair) -> Result<rustls::ServerConfig, TlsSetupErro
 pub fn client_config(key: &Keypair, server: &Did) -> Result<rustls::ClientConfig, TlsSetupError> {
     let provider = provider();
     let certified = certified_key(key, &provider)?;
-    let algorithms = provider.signature_verification_algorithms;
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ExpectDid { expected: server.clone(), algorithms }))
+        .with_custom_certificate_verifier(Arc::new(ExpectDid { expected: server.clone() }))
         .with_client_cert_resolver(Arc::new(rustls::client::AlwaysResolvesClientRawPublicKeys::new(
             certified,
         )));
@@ -230,5 +294,25 @@ mod tests {
         assert_eq!(did_of_spki(&longer), None);
         spki[6] ^= 1;
         assert_eq!(did_of_spki(&spki), None);
+    }
+
+    #[test]
+    fn handshake_signatures_are_checked_strictly() {
+        let key = Keypair::from_seed(&[5; 32]);
+        let public = key.did().public_key().to_bytes();
+        let signature = key.sign(b"transcript");
+        assert!(Ed25519Verify.verify_signature(&public, b"transcript", &signature).is_ok());
+        assert!(Ed25519Verify.verify_signature(&public, b"transcripT", &signature).is_err());
+        assert!(Ed25519Verify.verify_signature(&public[..31], b"transcript", &signature).is_err());
+        assert!(Ed25519Verify.verify_signature(&public, b"transcript", &signature[..63]).is_err());
+        // A small-order key (the identity point) is refused even with a signature plain `verify` takes.
+        let mut identity_point = [0u8; 32];
+        identity_point[0] = 1;
+        let mut forged = [0u8; 64];
+        forged[0] = 1;
+        let weak = ed25519_dalek::VerifyingKey::from_bytes(&identity_point).expect("a point");
+        let forged_signature = ed25519_dalek::Signature::from_bytes(&forged);
+        assert!(ed25519_dalek::Verifier::verify(&weak, b"anything", &forged_signature).is_ok());
+        assert!(Ed25519Verify.verify_signature(&identity_point, b"anything", &forged).is_err());
     }
 }
