@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Builds libicn_mesh.so for Android into src/main/jniLibs with cargo-ndk, linked for 16 KB pages
-# (required for apps targeting Android 15+ on 16 KB devices). Needs the NDK (ANDROID_NDK_HOME) and
-# `rustup target add aarch64-linux-android x86_64-linux-android`; `cargo install cargo-ndk`.
+# Builds libicn_mesh.so for Android into src/main/jniLibs with cargo-ndk: the phone library as
+# scripts/phone-library.sh builds and measures it (profile `mobile`, fat LTO, panic = "abort", no
+# unwind tables), linked for 16 KB pages (required for apps targeting Android 15+ on 16 KB devices).
+# Needs the NDK (ANDROID_NDK_HOME), `rustup target add aarch64-linux-android x86_64-linux-android`
+# and `cargo install cargo-ndk`. Not run on the project's CI machine (no NDK there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-Wl,-z,max-page-size=16384 -C link-arg=-Wl,-z,common-page-size=16384"
-cargo ndk -t arm64-v8a -t x86_64 --platform 26 -o android/src/main/jniLibs \
-    build --release --locked -p icn-mesh-ffi
-# Keep only the shared library (the staticlib is for C and iOS).
-find android/src/main/jniLibs -name '*.a' -delete
+for abi in arm64-v8a x86_64; do
+    ICN_ANDROID=1 ICN_CARGO="cargo ndk -t $abi --platform 26 -o android/src/main/jniLibs" \
+        scripts/phone-library.sh
+done
 scripts/bindings.sh

@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# The phone's library: builds libicn_mesh.so with the `mobile` profile (size-optimised, crypto and
-# wasmi at opt-level 3), prints its stripped size against the 3.5 MiB bar and what takes the space,
-# and compares record-verify speed with the release build (opt-level 3 everywhere, thin LTO; bar:
-# within 1.1x).
+# The phone's library: builds libicn_mesh.so as shipped (scripts/phone-library.sh: the `mobile`
+# profile, size-optimised with crypto and wasmi at opt-level 3), prints its stripped size against the
+# 3.5 MiB bar and what takes the space, and compares record-verify speed under the same profile with
+# the release build (opt-level 3 everywhere, thin LTO; bar: within 1.1x).
 # x86_64 here stands in for arm64, which this machine cannot build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
-cargo build --locked -q --profile mobile -p icn-mesh-ffi --lib --example verify_speed
-cargo build --locked -q --release -p icn-mesh-ffi --example verify_speed
-lib="$target/mobile/libicn_mesh.so"
+lib=$(scripts/phone-library.sh)
+cargo build --locked -q --profile mobile -p icn-mesh-core --example verify_speed
+cargo build --locked -q --release -p icn-mesh-core --example verify_speed
 stripped=$(mktemp)
 trap 'rm -f "$stripped"' EXIT
 strip -o "$stripped" "$lib"
 size=$(stat -c %s "$stripped")
 python3 -c "print(f'\nlibicn_mesh.so (mobile profile, x86_64), stripped: {$size / 1048576:.2f} MiB (bar: < 3.5 MiB)')"
+echo "sections (bytes):"
+size -A "$stripped" | awk '$2 > 4096 && $1 ~ /^\./ {printf "  %-24s %8d\n", $1, $2}'
 echo "what takes the space (symbol bytes by crate, top 12):"
 nm -S --size-sort -C "$lib" | python3 -c '
 import collections, re, sys

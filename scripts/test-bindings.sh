@@ -5,6 +5,8 @@
 #   2. C against the static library and the generated header, under valgrind (no leaks, no errors)
 #   3. Python (pytest) against the shared library: local run, cancel, policy, a real coordinator
 #   4. Kotlin on the JVM (kotlinc, JNA, kotlinx-coroutines) against the shared library: the same flow
+#   5. Python and Kotlin again against the phone's library as shipped (scripts/phone-library.sh:
+#      size-optimised, panic = "abort", no unwind tables)
 # Swift is generated but not compiled: there is no Swift toolchain on this machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,4 +37,12 @@ classpath=/usr/share/java/jna.jar:$kotlin/lib/kotlinx-coroutines-core-jvm.jar
     tests/bindings/KotlinTest.kt -d "$work/kotlin-test.jar" 2>&1 | { grep -v '^warning' || true; }
 mkdir -p "$work/kotlin"
 java -Djna.library.path="$lib" -cp "$work/kotlin-test.jar:$classpath:$kotlin/lib/kotlin-stdlib.jar" \
+    KotlinTestKt "$PWD" "$lib/icn" "$work/kotlin"
+
+echo "-- Python and Kotlin against the phone's library as shipped (scripts/phone-library.sh)"
+phone=$(dirname "$(scripts/phone-library.sh)")
+ICN_ROOT=$PWD ICN_BIN=$lib/icn ICN_LIB=$phone/libicn_mesh.so \
+    "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/bindings/test_python.py
+rm -rf "$work/kotlin" && mkdir -p "$work/kotlin"
+java -Djna.library.path="$phone" -cp "$work/kotlin-test.jar:$classpath:$kotlin/lib/kotlin-stdlib.jar" \
     KotlinTestKt "$PWD" "$lib/icn" "$work/kotlin"

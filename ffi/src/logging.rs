@@ -9,7 +9,23 @@ static INIT: Once = Once::new();
 /// `trace`; anything else means `info`). Later calls do nothing.
 #[uniffi::export]
 pub fn init_logging(level: String) {
-    INIT.call_once(|| install(&level));
+    INIT.call_once(|| {
+        install(&level);
+        #[cfg(any(target_os = "android", target_vendor = "apple"))]
+        log_panics();
+    });
+}
+
+/// On a phone stderr goes nowhere, and the phone build aborts on a panic (`panic = "abort"`, see
+/// the `mobile` profile): the panic's message and place are written to the platform's log first,
+/// so the crash report has a cause.
+#[cfg(any(target_os = "android", target_vendor = "apple"))]
+fn log_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!("icn-mesh panicked (a bug; please report it): {info}");
+        previous(info);
+    }));
 }
 
 /// A plain level filter, not `EnvFilter`: its regex engine would add a quarter of a megabyte to
