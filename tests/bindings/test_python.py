@@ -33,7 +33,9 @@ def icn_mesh():
     sys.path.insert(0, str(where))
     import icn_mesh
 
-    return icn_mesh
+    yield icn_mesh
+    # The copy is the size of the library (175 MiB in a debug build): do not leave it in /tmp.
+    shutil.rmtree(where, ignore_errors=True)
 
 
 def good_state(m):
