@@ -136,11 +136,20 @@ pub async fn run(config: CoordinatorConfig, ready: impl FnOnce(&PeerAddr)) -> Re
 
 /// The task that applies executors' events, as many as are waiting in one commit; returns the
 /// queue to them.
+///
+/// It yields before each receive: sessions whose records the verifier pool finished while the last
+/// commit ran have been woken but not yet run, so without the yield the queue holds one event and
+/// every event pays a commit of its own (a bid's state path took 65 µs so, 39 µs at four a commit).
+/// With it, the sessions queue what is ready first: four events a commit under a flood of bids, and
+/// 14k -> 23k bids/s (bench `mesh bids`). An idle coordinator pays one pass of the scheduler.
 fn apply_events(state: Shared) -> mpsc::UnboundedSender<Event> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     tokio::spawn(async move {
         let mut batch = Vec::with_capacity(MAX_EVENTS_PER_COMMIT);
-        while rx.recv_many(&mut batch, MAX_EVENTS_PER_COMMIT).await > 0 {
+        while {
+            tokio::task::yield_now().await;
+            rx.recv_many(&mut batch, MAX_EVENTS_PER_COMMIT).await > 0
+        } {
             in_one_commit(&state, |s| batch.drain(..).for_each(|e| s.apply(e)));
         }
     });
