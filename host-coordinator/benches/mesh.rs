@@ -94,9 +94,12 @@ fn start_mesh(executors: usize) -> Mesh {
     for g in &grants {
         cmd.args(["--grant", g]);
     }
-    let log = std::env::var_os("ICN_PROBE")
-        .map_or(Stdio::null(), |_| Stdio::from(std::fs::File::create("/tmp/coord.log").expect("log")));
-    cmd.env("ICN_LOG", "icn_mesh_coordinator=debug");
+    // ICN_PROBE=1: the coordinator's debug log (each flush and its duration) to /tmp/coord.log, and
+    // each node's log to /tmp/nodeN.log. Without it they run as shipped, logging at the default level.
+    let log = std::env::var_os("ICN_PROBE").map_or(Stdio::null(), |_| {
+        cmd.env("ICN_LOG", "icn_mesh_coordinator=debug");
+        Stdio::from(std::fs::File::create("/tmp/coord.log").expect("log"))
+    });
     let mut children = vec![cmd.stdout(Stdio::null()).stderr(log).spawn().expect("coordinator")];
     let coordinator = PeerAddr::parse(&wait_for(&coord.join("address"))).expect("address");
     for (i, d) in node_dirs.iter().enumerate() {
