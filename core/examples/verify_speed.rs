@@ -17,7 +17,7 @@ fn main() {
     let signed = SignedRecord::sign(record, &key).expect("sign");
     let bytes = signed.bytes().to_vec();
     let mut best = f64::MAX;
-    for _ in 0..5 {
+    for _ in 0..15 {
         let start = Instant::now();
         for _ in 0..2000 {
             std::hint::black_box(
