@@ -2,6 +2,7 @@
 //! error with its code, never a panic or a host fault.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use icn_mesh_core::sandbox::{Control, ExecStatus, Outcome, Sandbox, SandboxLimits};
@@ -241,9 +242,21 @@ fn a_module_that_panics_the_wasmi_translator_is_refused() {
         env!("CARGO_MANIFEST_DIR")
     ))
     .expect("fixture");
+    // Validation refuses it before wasmi's translator runs: the phone library, which aborts on a
+    // panic, must never reach the catch.
+    let panicked = Arc::new(AtomicBool::new(false));
+    let hook_saw = Arc::clone(&panicked);
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        hook_saw.store(true, Ordering::SeqCst);
+        previous(info);
+    }));
     let p = refused(&bytes);
+    let _ = std::panic::take_hook();
+    assert!(!panicked.load(Ordering::SeqCst), "wasmi panicked: validation let the module through");
     assert_eq!(p.code, ErrorCode::J001, "{p}");
     assert!(p.message.contains("not valid WebAssembly"), "{p}");
+    assert!(!p.message.contains("wasmi panicked"), "{p}");
     // The sandbox still works afterwards.
     assert_eq!(run(&example("sieve"), b"100").status, ExecStatus::Completed);
 }

@@ -48,9 +48,12 @@ pub(crate) fn admit(
         ));
     }
     prescan(bytes)?;
+    validate(bytes)?;
     // wasmi 2.0.0 can panic on some malformed modules instead of returning an error (our fuzzer found
-    // a translator underflow). The engine is this module's own and is dropped with it, so nothing
-    // half-built survives the panic. Needs `panic = "unwind"`, which every profile here uses.
+    // a translator underflow). `validate` refuses every module known to do it before wasmi sees it;
+    // this catch is the second line for builds that unwind (desktop, C). The phone library aborts on
+    // a panic (profile `mobile`), so there the validation is the defence. The engine is this module's
+    // own and is dropped with it, so nothing half-built survives a panic.
     let compiled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Module::new(engine, bytes)));
     let module = match compiled {
         Ok(result) => result.map_err(compile_problem)?,
@@ -67,6 +70,33 @@ pub(crate) fn admit(
     check_imports(&module)?;
     check_exports(&module, entry)?;
     Ok(AdmittedModule { module, linker, entry: entry.to_owned() })
+}
+
+/// Validates the whole module with wasmparser, the parser wasmi itself uses, under the proposals the
+/// sandbox's engine accepts, before wasmi compiles it. wasmi validates as it translates, operator by
+/// operator, and its translator can trip over malformed code before its validator reports it (the
+/// "out of bounds StackPos" panic of `tests/fixtures/wasmi-translator-stackpos-panic.wasm`); a
+/// module that passes this has well-formed stacks everywhere. Costs one extra pass over the code.
+fn validate(bytes: &[u8]) -> Result<(), Problem> {
+    use wasmparser::WasmFeatures as F;
+    // wasmi 2.0.0's `Config::default_features`, less multi-memory (off in `Sandbox::new`).
+    let features = F::MUTABLE_GLOBAL
+        | F::MULTI_VALUE
+        | F::SATURATING_FLOAT_TO_INT
+        | F::SIGN_EXTENSION
+        | F::BULK_MEMORY
+        | F::REFERENCE_TYPES
+        | F::GC_TYPES
+        | F::TAIL_CALL
+        | F::EXTENDED_CONST
+        | F::FLOATS;
+    wasmparser::Validator::new_with_features(features).validate_all(bytes).map(drop).map_err(|e| {
+        Problem::new(
+            ErrorCode::J001,
+            "module",
+            format!("the module is not valid WebAssembly: {e}; rebuild it with a standard toolchain"),
+        )
+    })
 }
 
 /// Refuses what wasmi 2.0.0 would panic on instead of rejecting. Found by our `module_admission`
