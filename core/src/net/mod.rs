@@ -7,6 +7,7 @@
 //! - [`Hello`] — the first frame each way on a connection's control stream: protocol version and role.
 
 pub mod client;
+mod crypto;
 pub mod frame;
 pub mod tls;
 
