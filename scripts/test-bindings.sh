@@ -27,22 +27,27 @@ gcc -std=c11 -Wall -Wextra -Werror -g -I bindings/c tests/c/test_icn_mesh.c "$li
 valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=3 \
     "$work/test_c" "$work/c-node" examples/jobs/echo.wasm
 
+# The Python and Kotlin tests against the libicn_mesh.so in directory $1.
+python_tests() {
+    ICN_ROOT=$PWD ICN_BIN=$lib/icn ICN_LIB=$1/libicn_mesh.so \
+        "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/bindings/test_python.py
+}
+kotlin_tests() {
+    rm -rf "$work/kotlin" && mkdir -p "$work/kotlin"
+    java -Djna.library.path="$1" -cp "$work/kotlin-test.jar:$classpath:$kotlin/lib/kotlin-stdlib.jar" \
+        KotlinTestKt "$PWD" "$lib/icn" "$work/kotlin"
+}
+
 echo "-- Python: pytest against libicn_mesh.so"
-ICN_ROOT=$PWD ICN_BIN=$lib/icn ICN_LIB=$lib/libicn_mesh.so \
-    "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/bindings/test_python.py
+python_tests "$lib"
 
 echo "-- Kotlin on the JVM: kotlinc + JNA + kotlinx-coroutines against libicn_mesh.so"
 classpath=/usr/share/java/jna.jar:$kotlin/lib/kotlinx-coroutines-core-jvm.jar
 "$kotlin/bin/kotlinc" -nowarn -cp "$classpath" bindings/kotlin/uniffi/icn_mesh/icn_mesh.kt \
     tests/bindings/KotlinTest.kt -d "$work/kotlin-test.jar" 2>&1 | { grep -v '^warning' || true; }
-mkdir -p "$work/kotlin"
-java -Djna.library.path="$lib" -cp "$work/kotlin-test.jar:$classpath:$kotlin/lib/kotlin-stdlib.jar" \
-    KotlinTestKt "$PWD" "$lib/icn" "$work/kotlin"
+kotlin_tests "$lib"
 
 echo "-- Python and Kotlin against the phone's library as shipped (scripts/phone-library.sh)"
 phone=$(dirname "$(scripts/phone-library.sh)")
-ICN_ROOT=$PWD ICN_BIN=$lib/icn ICN_LIB=$phone/libicn_mesh.so \
-    "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/bindings/test_python.py
-rm -rf "$work/kotlin" && mkdir -p "$work/kotlin"
-java -Djna.library.path="$phone" -cp "$work/kotlin-test.jar:$classpath:$kotlin/lib/kotlin-stdlib.jar" \
-    KotlinTestKt "$PWD" "$lib/icn" "$work/kotlin"
+python_tests "$phone"
+kotlin_tests "$phone"

@@ -155,11 +155,11 @@ impl RedbLedger {
         Ok(Self { db })
     }
 
-    /// Runs `change` in one transaction unless `op` was applied before; records `op` with it.
-    /// `change` checks everything before it writes anything, so an error leaves no trace even inside
-    /// a [`Db::unit`] (where dropping the transaction does not roll back).
     /// Runs `change` in one transaction; with an `op`, once: skipped if `op` was applied before,
-    /// and `op` recorded with the change.
+    /// and `op` recorded with the change. The four tables are opened once for it (in redb each open
+    /// is a lookup and, for a write, a root update). `change` checks everything before it writes
+    /// anything, so an error leaves no trace even inside a [`Db::unit`] (where dropping the
+    /// transaction does not roll back).
     fn apply(
         &self,
         op: Option<&str>,

@@ -4,8 +4,7 @@
 //! about 40 µs of ed25519 each) by a [`VerifyPool`] — threads beside the runtime's one, so several
 //! sessions' records are verified at once while the runtime applies earlier ones — and queues them
 //! with its joins and departures; one task drains the queue and applies everything waiting in one
-//! commit. Under load a
-//! commit covers many events (fewer commits, and fewer pages for the next flush to write); when the
+//! commit. Under load a commit covers many events (fewer commits, and fewer pages for the next flush to write); when the
 //! mesh is quiet an event is applied the moment it arrives. One queue keeps each executor's events
 //! in the order it sent them, its departure after its last message.
 

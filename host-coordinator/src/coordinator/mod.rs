@@ -108,8 +108,7 @@ pub async fn run(config: CoordinatorConfig, ready: impl FnOnce(&PeerAddr)) -> Re
     }
     let group = GroupCommit::start(db);
     let events = apply_events(Arc::clone(&state));
-    let verifier =
-        Arc::new(VerifyPool::start(std::thread::available_parallelism().map_or(2, |n| n.get().min(4))));
+    let verifier = Arc::new(VerifyPool::start(VerifyPool::threads()));
     let ticker = Arc::clone(&state);
     let nudged = Arc::clone(&group);
     tokio::spawn(async move {
