@@ -61,6 +61,21 @@ pub enum FromExecutor {
     Accepting(bool),
 }
 
+impl FromExecutor {
+    /// The message's name, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Register { .. } => "register",
+            Self::Bid(_) => "bid",
+            Self::Decline { .. } => "decline",
+            Self::Progress { .. } => "progress",
+            Self::Commit { .. } => "commit",
+            Self::Result { .. } => "result",
+            Self::Accepting(_) => "accepting",
+        }
+    }
+}
+
 /// What the coordinator tells an executor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ToExecutor {
@@ -91,6 +106,21 @@ pub enum ToExecutor {
     },
     /// Something you sent was refused (a signed `Refusal` record).
     Refused(RecordBytes),
+}
+
+impl ToExecutor {
+    /// The message's name, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Registered => "registered",
+            Self::Offer { .. } => "offer",
+            Self::Award { .. } => "award",
+            Self::Reveal { .. } => "reveal",
+            Self::Receipt(_) => "receipt",
+            Self::Cancel { .. } => "cancel",
+            Self::Refused(_) => "refused",
+        }
+    }
 }
 
 /// One request from a client, on a stream of its own.

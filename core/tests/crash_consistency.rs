@@ -3,7 +3,8 @@
 //!
 //! The writer is this same test binary, re-run with `ICN_CRASH_WRITER` set: it writes signed records
 //! as fast as it can and prints each CID once its commit has returned — or, under group commit (the
-//! coordinator's mode), once a flush after its commit has returned.
+//! coordinator's mode), once a flush of the redo log after its commit has returned; the reopened
+//! store then holds them by replaying that log.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -11,7 +12,7 @@ use std::process::{Command, Stdio};
 
 use icn_mesh_core::dag::{AnyRecord, RecordKind, SignedRecord, parse_cid};
 use icn_mesh_core::identity::Keypair;
-use icn_mesh_core::store::{Db, Store};
+use icn_mesh_core::store::{Db, DbOptions, Store};
 use serde::{Deserialize, Serialize};
 
 const WRITER_ENV: &str = "ICN_CRASH_WRITER";
@@ -29,7 +30,9 @@ impl RecordKind for Tick {
 
 /// The child's side: write until killed.
 fn write_forever(path: &Path, grouped: bool) -> ! {
-    let db = Db::open(path).expect("writer opens the store");
+    // A small log bound, so the kills also land around checkpoints and restarted logs.
+    let options = DbOptions { checkpoint_bytes: 64 << 10, ..DbOptions::default() };
+    let db = Db::open_with(path, options).expect("writer opens the store");
     let store = Store::within(db.clone()).expect("store tables");
     if grouped {
         db.group_commit();
@@ -54,6 +57,7 @@ fn write_forever(path: &Path, grouped: bool) -> ! {
         if !grouped || n % 7 == 6 {
             if grouped {
                 assert!(db.flush().expect("flush") >= db.written() - 1);
+                db.checkpoint_if_due().expect("checkpoint");
             }
             for cid in volatile.drain(..) {
                 writeln!(stdout, "committed {cid}").and_then(|()| stdout.flush()).expect("stdout");

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use icn_mesh_coordinator::client::{self, Session};
-use icn_mesh_coordinator::coordinator::COORDINATOR_CACHE_BYTES;
 use icn_mesh_coordinator::coordinator::events::{Checked, Event, MAX_EVENTS_PER_COMMIT, VerifyPool};
 use icn_mesh_coordinator::coordinator::state::{ExecutorEntry, State};
 use icn_mesh_coordinator::ledger::Ledger;
@@ -97,7 +96,7 @@ fn start_mesh(executors: usize) -> Mesh {
     // ICN_PROBE=1: the coordinator's debug log (each flush and its duration) to /tmp/coord.log, and
     // each node's log to /tmp/nodeN.log. Without it they run as shipped, logging at the default level.
     let log = std::env::var_os("ICN_PROBE").map_or(Stdio::null(), |_| {
-        cmd.env("ICN_LOG", "icn_mesh_coordinator=debug");
+        cmd.env("ICN_LOG", std::env::var("ICN_PROBE_LOG").unwrap_or("icn_mesh_coordinator=debug".into()));
         Stdio::from(std::fs::File::create("/tmp/coord.log").expect("log"))
     });
     let mut children = vec![cmd.stdout(Stdio::null()).stderr(log).spawn().expect("coordinator")];
@@ -450,7 +449,7 @@ fn bidding_state(
     now: u64,
 ) -> (State, Db, Vec<(Did, RecordBytes)>, Vec<tokio::sync::mpsc::UnboundedReceiver<ToExecutor>>) {
     // As `icn coordinator` opens it.
-    let db = Db::open_with_cache(&dir.join("store.redb"), COORDINATOR_CACHE_BYTES).expect("db");
+    let db = icn_mesh_coordinator::coordinator::open_db(&dir.join("store.redb")).expect("db");
     let key = Arc::new(Keypair::generate().expect("key"));
     let mut state = State::open(key, &db).expect("state");
     let client = Keypair::generate().expect("key");

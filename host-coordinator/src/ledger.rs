@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use icn_mesh_core::spec::Mana;
-use icn_mesh_core::store::Db;
-use redb::{ReadableTable, Table, TableDefinition};
+use icn_mesh_core::store::{Db, Logged, LoggedTable, Table};
+use redb::{ReadableTable, TableDefinition};
 use serde::Serialize;
 
 /// DID -> (balance, locked), 16 bytes big-endian.
@@ -24,6 +24,10 @@ const LOCKS: TableDefinition<&str, (&str, u64)> = TableDefinition::new("locks");
 const APPLIED: TableDefinition<&str, ()> = TableDefinition::new("applied_ops");
 /// "granted" and "sink" totals.
 const TOTALS: TableDefinition<&str, u64> = TableDefinition::new("totals");
+
+/// The ledger's tables, for the database's redo log.
+pub const TABLES: [&dyn LoggedTable; 4] =
+    [&Logged(ACCOUNTS), &Logged(LOCKS), &Logged(APPLIED), &Logged(TOTALS)];
 
 /// The account slashed mana goes to. It can receive, never spend.
 pub const SINK: &str = "sink";
@@ -64,7 +68,8 @@ store_err!(
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
-    redb::CommitError
+    redb::CommitError,
+    icn_mesh_core::store::StoreError
 );
 
 /// Who gets what when a lock is resolved.
@@ -141,7 +146,7 @@ fn unpack(raw: [u8; 16]) -> (Mana, Mana) {
 
 impl RedbLedger {
     pub fn open(path: &Path) -> Result<Self, LedgerError> {
-        Self::within(Db::open(path).map_err(|e| LedgerError::Store(e.to_string()))?)
+        Self::within(crate::coordinator::open_db(path)?)
     }
 
     /// The ledger's tables inside `db`.

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use icn_mesh_core::Problem;
 use icn_mesh_core::identity::Keypair;
-use icn_mesh_core::store::Store;
+use icn_mesh_core::store::{Store, log_path};
 
 pub const KEY_FILE: &str = "node.key";
 pub const STORE_FILE: &str = "store.redb";
@@ -28,7 +28,13 @@ pub fn data_dir(given: Option<PathBuf>) -> Result<PathBuf, String> {
 
 /// The store in `dir`, created if missing.
 pub fn open_store(dir: &Path) -> Result<Store, String> {
-    Store::open(&dir.join(STORE_FILE)).map_err(|e| e.to_string())
+    open(&dir.join(STORE_FILE)).map_err(|e| e.to_string())
+}
+
+/// Any store `icn` reads, a node's or a coordinator's (whose redo log may hold ledger and journal
+/// writes too).
+fn open(path: &Path) -> Result<Store, icn_mesh_core::store::StoreError> {
+    Store::within(icn_mesh_coordinator::coordinator::open_db(path)?)
 }
 
 /// A store to read from, even while a daemon (`icn coordinator`, `icn node`) holds it: redb locks
@@ -37,7 +43,7 @@ pub fn open_store(dir: &Path) -> Result<Store, String> {
 /// a second after receipts on a node). The copy lives as long as the returned guard.
 pub fn open_store_for_reading(dir: &Path) -> Result<(Store, Option<tempfile::TempDir>), String> {
     let path = dir.join(STORE_FILE);
-    match Store::open(&path) {
+    match open(&path) {
         Ok(store) => Ok((store, None)),
         Err(icn_mesh_core::store::StoreError::Open {
             source: redb::DatabaseError::DatabaseAlreadyOpen,
@@ -45,10 +51,20 @@ pub fn open_store_for_reading(dir: &Path) -> Result<(Store, Option<tempfile::Tem
         }) => {
             let copy_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
             let copy = copy_dir.path().join(STORE_FILE);
-            std::fs::copy(&path, &copy).map_err(|e| format!("cannot copy {}: {e}", path.display()))?;
-            // Opening the copy for writing lets redb finish what the live file had in flight.
-            let store = Store::open(&copy)
-                .map_err(|e| format!("{} (a copy of the live store): {e}", path.display()))?;
+            // The log first: a checkpoint between the two copies then leaves a database that holds
+            // every entry of the copied log, rather than a log that starts after the database.
+            let copy_file = |from: &Path, to: &Path| {
+                std::fs::copy(from, to).map_err(|e| format!("cannot copy {}: {e}", from.display()))
+            };
+            let log = log_path(&path);
+            if log.exists() {
+                copy_file(&log, &log_path(&copy))?;
+            }
+            copy_file(&path, &copy)?;
+            // Opening the copy for writing lets redb finish what the live file had in flight, and
+            // replays the log.
+            let store =
+                open(&copy).map_err(|e| format!("{} (a copy of the live store): {e}", path.display()))?;
             Ok((store, Some(copy_dir)))
         }
         Err(e) => Err(e.to_string()),

@@ -492,7 +492,7 @@ impl ExecutorNode {
         let db = self.store.db().clone();
         if db.is_grouped() {
             tokio::task::spawn_blocking(move || {
-                if let Err(e) = db.flush() {
+                if let Err(e) = db.flush().and_then(|_| db.checkpoint_if_due()) {
                     tracing::error!("flushing the node's store failed: {e}");
                 }
             });

@@ -144,6 +144,7 @@ impl State {
                 }
             }
             Event::Message { did, message, at_ms } => {
+                tracing::trace!("applying");
                 self.last_seen.insert(did.clone(), at_ms);
                 match *message {
                     Checked::Bid(bid) => self.bid(&did, bid, at_ms),
@@ -240,7 +241,7 @@ mod tests {
     #[test]
     fn a_departure_removes_only_its_own_session() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = icn_mesh_core::store::Db::open(&dir.path().join("store.redb")).expect("db");
+        let db = crate::coordinator::open_db(&dir.path().join("store.redb")).expect("db");
         let mut state = State::open(std::sync::Arc::new(Keypair::from_seed(&[1; 32])), &db).expect("state");
         let did = Keypair::from_seed(&[2; 32]).did().clone();
         let session = || tokio::sync::mpsc::unbounded_channel::<icn_mesh_core::protocol::ToExecutor>().0;

@@ -1,5 +1,5 @@
-//! Group commit: the coordinator's writes commit without an fsync, and one flush makes every write so
-//! far durable at once. Whoever is about to tell a peer something it may rely on — "your job is
+//! Group commit: the coordinator's writes commit without an fsync, and one flush (an `fdatasync` of
+//! the database's redo log, see `core::store`) makes every write so far durable at once. Whoever is about to tell a peer something it may rely on — "your job is
 //! recorded", a final report, a receipt — waits for a flush that covers it first; nothing else waits.
 //! Requests that arrive while a flush runs are served together by the next one, so under load one
 //! fsync covers many jobs, and when idle a lone request costs one fsync, as before.
@@ -42,6 +42,14 @@ impl GroupCommit {
                 Ok(Ok(covered)) => {
                     tracing::debug!("flush covering {covered} writes took {:?}", started.elapsed());
                     self.durable.send_replace(covered);
+                    // Once the log is long, redb takes it over (the waiters above are already free).
+                    let db = self.db.clone();
+                    match tokio::task::spawn_blocking(move || db.checkpoint_if_due()).await {
+                        Ok(Ok(true)) => tracing::debug!("checkpoint took {:?}", started.elapsed()),
+                        Ok(Ok(false)) => {}
+                        Ok(Err(e)) => tracing::error!("checkpointing the coordinator's database failed: {e}"),
+                        Err(e) => tracing::error!("checkpoint task: {e}"),
+                    }
                 }
                 Ok(Err(e)) => {
                     // Nobody waiting is released: they are told nothing that is not on disk.

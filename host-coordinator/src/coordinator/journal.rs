@@ -8,12 +8,15 @@
 
 use icn_mesh_core::Cid;
 use icn_mesh_core::identity::Did;
-use icn_mesh_core::store::Db;
+use icn_mesh_core::store::{Db, Logged, LoggedTable};
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 /// Job CID bytes -> postcard `Entry`.
 const JOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jobs");
+
+/// The journal's table, for the database's redo log.
+pub const TABLES: [&dyn LoggedTable; 1] = [&Logged(JOBS)];
 
 /// What the journal keeps of a job; the job record and blobs are in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -25,7 +25,7 @@ use icn_mesh_core::protocol::{
 };
 use icn_mesh_core::records::GenesisRecord;
 use icn_mesh_core::spec::Mana;
-use icn_mesh_core::store::{Db, Store};
+use icn_mesh_core::store::{self as store, Db, DbOptions, LoggedTable, Store, StoreError};
 use tokio::sync::mpsc;
 
 use crate::ledger::{Ledger, RedbLedger};
@@ -45,6 +45,27 @@ pub enum CoordinatorError {
 /// redb's page cache for the coordinator's database: the hot pages (open jobs, accounts, recent
 /// records) fit; older records are read from the file when asked for.
 pub const COORDINATOR_CACHE_BYTES: usize = 32 << 20;
+
+/// Every table in the coordinator's database (the store's, the ledger's, the journal's), so that its
+/// redo log can be replayed by whoever opens it.
+pub const DB_TABLES: [&dyn LoggedTable; 8] = [
+    store::TABLES[0],
+    store::TABLES[1],
+    store::TABLES[2],
+    crate::ledger::TABLES[0],
+    crate::ledger::TABLES[1],
+    crate::ledger::TABLES[2],
+    crate::ledger::TABLES[3],
+    journal::TABLES[0],
+];
+
+/// Opens a database that may hold the coordinator's tables: its own, or any store `icn` reads.
+pub fn open_db(path: &Path) -> Result<Db, StoreError> {
+    Db::open_with(
+        path,
+        DbOptions { cache_bytes: COORDINATOR_CACHE_BYTES, tables: &DB_TABLES, ..DbOptions::default() },
+    )
+}
 
 /// How the coordinator starts.
 #[derive(Debug, Clone)]
@@ -88,8 +109,7 @@ pub async fn run(config: CoordinatorConfig, ready: impl FnOnce(&PeerAddr)) -> Re
         Arc::new(Keypair::load_or_create(&config.data.join("node.key")).map_err(|e| setup(e.to_string()))?);
     // Store, ledger and journal share one file, so one fsync makes a group of their writes durable
     // and a crash keeps the same prefix of all three.
-    let db = Db::open_with_cache(&config.data.join("store.redb"), COORDINATOR_CACHE_BYTES)
-        .map_err(|e| setup(e.to_string()))?;
+    let db = open_db(&config.data.join("store.redb")).map_err(|e| setup(e.to_string()))?;
     let state = State::open(Arc::clone(&key), &db).map_err(setup)?;
     apply_genesis(&key, &state.store, &state.ledger, &config.grants)?;
 
@@ -255,6 +275,7 @@ async fn executor_session(
                 // A receipt says mana moved: only once the move is on disk.
                 group.durable().await;
             }
+            tracing::trace!("to executor: {}", message.kind());
             if frame::write(&mut send, &message, MAX_MESSAGE_BYTES).await.is_err() {
                 break;
             }
@@ -281,7 +302,9 @@ async fn executor_session(
         if matches!(message, FromExecutor::Register { .. }) {
             break Err(SessionError::Protocol("registered twice".into()));
         }
+        tracing::trace!("from executor: {}", message.kind());
         let message = Box::new(verifier.check(message).await);
+        tracing::trace!("verified");
         let _ = events.send(Event::Message { did: did.clone(), message, at_ms: now });
     };
     let _ = events.send(Event::Gone { did: did.clone(), session, at_ms: now_ms() });
@@ -307,6 +330,7 @@ async fn client_request(
             let first = in_one_commit(state, |s| {
                 s.submit(peer, &job, module, input, wait.then(|| tx.clone()), now_ms())
             });
+            tracing::trace!("submitted");
             let accepted = matches!(first, ClientReply::Accepted { .. });
             // "Accepted" promises the job and its budget lock are recorded.
             group.durable().await;
@@ -325,6 +349,7 @@ async fn client_request(
                 while let Some(reply) = rx.recv().await {
                     let last = matches!(reply, ClientReply::Final(_));
                     if last {
+                        tracing::trace!("final");
                         group.durable().await;
                         fault::crash_point("final-after-flush");
                     }

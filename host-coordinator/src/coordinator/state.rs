@@ -628,7 +628,7 @@ mod tests {
     #[test]
     fn a_job_is_offered_to_what_it_needs_plus_spares_the_least_asked_first() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = icn_mesh_core::store::Db::open(&dir.path().join("store.redb")).expect("db");
+        let db = crate::coordinator::open_db(&dir.path().join("store.redb")).expect("db");
         let mut state = State::open(Arc::new(Keypair::from_seed(&[1; 32])), &db).expect("state");
         let client = Keypair::from_seed(&[2; 32]);
         state.ledger.grant("g", client.did().as_str(), 1_000_000).expect("grant");

@@ -1,0 +1,717 @@
+//! [`Db`]: one redb file that several table-owners share, its group commit and its redo log.
+//!
+//! Group commit: after [`Db::group_commit`], write transactions commit to redb with
+//! `Durability::None`, and each commit's writes are appended to the redo log (`redo.rs`, the file
+//! beside the database with the extension `log`) in commit order. [`Db::flush`] makes every commit
+//! so far durable with one `fdatasync` of the log: the bytes appended since the last flush, not the
+//! B-tree pages the commits touched, and without redb's writer lock, so writers go on while the disk
+//! works. [`Db::checkpoint_if_due`] makes redb itself durable once the log has grown past a bound,
+//! and the log starts again. Opening a file replays the log's entries after the last checkpoint.
+//! A crash keeps a prefix of the commit sequence, the same for every table in the file, so whatever
+//! recovers from a crash between two single commits recovers from this too. A caller that must not
+//! say anything before it is durable (a receipt, "your job is recorded") notes [`Db::written`] and
+//! waits for a flush that covers it.
+//!
+//! Writes reach the log because every write goes through this module's [`Table`] and
+//! [`MultimapTable`], opened from a [`Tx`]. To replay, the opener names the tables that may be in
+//! the log ([`LoggedTable`]); a log naming a table the opener does not know is refused, not skipped.
+//!
+//! Units: [`Db::unit`] runs a closure with one write transaction open, and every
+//! [`Db::begin_write`] on that thread inside it joins that transaction, so an event that touches
+//! the store, the ledger and the journal costs one commit and one log entry. Inside a unit, a
+//! transaction dropped without `commit` does not roll back what it wrote: writers check before they
+//! write.
+
+use std::borrow::Borrow;
+use std::cell::RefCell;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::ThreadId;
+
+use redb::{
+    Database, Durability, Key, MultimapTableDefinition, MultimapTableHandle, ReadTransaction,
+    ReadableDatabase, TableDefinition, TableHandle, Value, WriteTransaction,
+};
+
+use super::StoreError;
+use super::redo::RedoLog;
+
+/// redb's page cache for a node's store: small, since a phone or a Pi runs it.
+pub const DEFAULT_CACHE_BYTES: usize = 4 << 20;
+
+/// The redo log is checkpointed into redb once it holds this many bytes.
+pub const DEFAULT_CHECKPOINT_BYTES: u64 = 16 << 20;
+
+/// The sequence number of the last log entry the database holds (written by checkpoints only).
+const REDO: TableDefinition<&str, u64> = TableDefinition::new("redo_log");
+const CHECKPOINT: &str = "checkpoint";
+
+const OP_INSERT: u8 = 0;
+const OP_REMOVE: u8 = 1;
+const OP_MULTI_INSERT: u8 = 2;
+const OP_MULTI_REMOVE: u8 = 3;
+
+/// How to open a [`Db`].
+#[derive(Debug, Clone, Copy)]
+pub struct DbOptions {
+    /// redb's page cache (redb's own default is 1 GiB, which a long-running daemon fills).
+    pub cache_bytes: usize,
+    /// Every table whose writes may be in the redo log, to replay them.
+    pub tables: &'static [&'static dyn LoggedTable],
+    /// The log size at which [`Db::checkpoint_if_due`] checkpoints.
+    pub checkpoint_bytes: u64,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self {
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            tables: &super::TABLES,
+            checkpoint_bytes: DEFAULT_CHECKPOINT_BYTES,
+        }
+    }
+}
+
+/// A table whose logged writes can be replayed: its name and how to apply one write to it.
+pub trait LoggedTable: Sync + std::fmt::Debug {
+    fn name(&self) -> &str;
+    /// Applies one logged write (`op` one of this module's `OP_*`) inside `tx`.
+    fn replay(&self, tx: &WriteTransaction, op: u8, key: &[u8], value: &[u8]) -> Result<(), redb::Error>;
+}
+
+/// A plain table, for [`DbOptions::tables`].
+pub struct Logged<K: Key + 'static, V: Value + 'static>(pub TableDefinition<'static, K, V>);
+
+impl<K: Key + 'static, V: Value + 'static> std::fmt::Debug for Logged<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Logged({})", self.0.name())
+    }
+}
+
+impl<K: Key + Sync + 'static, V: Value + Sync + 'static> LoggedTable for Logged<K, V> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn replay(&self, tx: &WriteTransaction, op: u8, key: &[u8], value: &[u8]) -> Result<(), redb::Error> {
+        let mut table = tx.open_table(self.0)?;
+        match op {
+            OP_INSERT => drop(table.insert(K::from_bytes(key), V::from_bytes(value))?),
+            _ => drop(table.remove(K::from_bytes(key))?),
+        }
+        Ok(())
+    }
+}
+
+/// A multimap table, for [`DbOptions::tables`].
+pub struct LoggedMultimap<K: Key + 'static, V: Key + 'static>(pub MultimapTableDefinition<'static, K, V>);
+
+impl<K: Key + 'static, V: Key + 'static> std::fmt::Debug for LoggedMultimap<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LoggedMultimap({})", self.0.name())
+    }
+}
+
+impl<K: Key + Sync + 'static, V: Key + Sync + 'static> LoggedTable for LoggedMultimap<K, V> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn replay(&self, tx: &WriteTransaction, op: u8, key: &[u8], value: &[u8]) -> Result<(), redb::Error> {
+        let mut table = tx.open_multimap_table(self.0)?;
+        match op {
+            OP_MULTI_INSERT => drop(table.insert(K::from_bytes(key), V::from_bytes(value))?),
+            _ => drop(table.remove(K::from_bytes(key), V::from_bytes(value))?),
+        }
+        Ok(())
+    }
+}
+
+/// One redb file shared by several table-owners (the coordinator keeps its DAG store, ledger and job
+/// journal in one, so one flush makes a group of their writes durable together); see the module
+/// documentation for group commit, the redo log and units.
+#[derive(Debug, Clone)]
+pub struct Db {
+    inner: Arc<DbInner>,
+}
+
+#[derive(Debug)]
+struct DbInner {
+    db: Database,
+    grouped: AtomicBool,
+    /// Appends happen under this lock, taken while the committing transaction still holds redb's
+    /// writer lock, so the log's order is the commit order.
+    log: Mutex<RedoLog>,
+    /// The log file again, to sync without holding `log`.
+    sync: File,
+    /// The sequence number of the last entry appended: [`Db::written`].
+    written: AtomicU64,
+    /// A commit reached redb but not the log: nothing may be called durable any more.
+    broken: AtomicBool,
+    checkpoint_bytes: u64,
+    unit: Mutex<Unit>,
+}
+
+/// An open write transaction and, under group commit, its writes encoded for the log.
+struct Open {
+    tx: WriteTransaction,
+    ops: Option<RefCell<Vec<u8>>>,
+}
+
+/// The transaction a [`Db::unit`] holds open, the thread it belongs to, and whether any writer
+/// took it.
+#[derive(Default)]
+struct Unit {
+    owner: Option<ThreadId>,
+    open: Option<Open>,
+    used: bool,
+}
+
+impl std::fmt::Debug for Unit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unit").field("owner", &self.owner).finish()
+    }
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn log_error(e: std::io::Error) -> StoreError {
+    StoreError::Log(e.to_string())
+}
+
+/// The redo log's path: the database's, with the extension `log`.
+pub fn log_path(db: &Path) -> PathBuf {
+    db.with_extension("log")
+}
+
+/// A write transaction from [`Db::begin_write`]: its own, or the open one of a [`Db::unit`].
+#[allow(missing_debug_implementations)]
+pub struct Tx<'a> {
+    open: Option<Open>,
+    unit: Option<&'a DbInner>,
+    db: &'a DbInner,
+}
+
+impl Tx<'_> {
+    fn open(&self) -> &Open {
+        self.open.as_ref().unwrap_or_else(|| unreachable!("a Tx holds its transaction until it ends"))
+    }
+
+    /// Opens (or creates) a table for reading and writing; its writes are logged under group commit.
+    pub fn open_table<K: Key + 'static, V: Value + 'static>(
+        &self,
+        def: TableDefinition<'_, K, V>,
+    ) -> Result<Table<'_, K, V>, redb::TableError> {
+        let open = self.open();
+        Ok(Table {
+            log: open.ops.as_ref().map(|ops| (ops, def.name().to_owned())),
+            inner: open.tx.open_table(def)?,
+        })
+    }
+
+    /// Opens (or creates) a multimap table; its writes are logged under group commit.
+    pub fn open_multimap_table<K: Key + 'static, V: Key + 'static>(
+        &self,
+        def: MultimapTableDefinition<'_, K, V>,
+    ) -> Result<MultimapTable<'_, K, V>, redb::TableError> {
+        let open = self.open();
+        Ok(MultimapTable {
+            log: open.ops.as_ref().map(|ops| (ops, def.name().to_owned())),
+            inner: open.tx.open_multimap_table(def)?,
+        })
+    }
+
+    /// Commits, or inside a unit hands the writes back to it (the unit commits them).
+    pub fn commit(mut self) -> Result<(), StoreError> {
+        match (self.unit, self.open.take()) {
+            (Some(inner), Some(open)) => locked(&inner.unit).open = Some(open),
+            (None, Some(open)) => self.db.commit(open)?,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        // Inside a unit the transaction goes back to it; outside, dropping aborts it.
+        if let (Some(inner), Some(open)) = (self.unit, self.open.take()) {
+            locked(&inner.unit).open = Some(open);
+        }
+    }
+}
+
+/// Appends one write to a transaction's log buffer: `op | name | key | value`.
+fn encode(ops: &RefCell<Vec<u8>>, op: u8, name: &str, key: &[u8], value: &[u8]) {
+    let mut ops = ops.borrow_mut();
+    ops.push(op);
+    ops.push(name.len() as u8);
+    ops.extend_from_slice(name.as_bytes());
+    for part in [key, value] {
+        ops.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        ops.extend_from_slice(part);
+    }
+}
+
+/// One logged write: `(op, table name, key, value)`.
+type Write<'a> = (u8, &'a str, &'a [u8], &'a [u8]);
+
+/// Splits a log entry back into its writes.
+fn decode(mut bytes: &[u8]) -> Option<Vec<Write<'_>>> {
+    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (bytes.get(..n)?, bytes.get(n..)?);
+        *bytes = rest;
+        Some(head)
+    }
+    fn part<'a>(bytes: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let len = u32::from_le_bytes(take(bytes, 4)?.try_into().ok()?);
+        take(bytes, len as usize)
+    }
+    let mut out = Vec::new();
+    while let Some((&op, rest)) = bytes.split_first() {
+        bytes = rest;
+        let name_len = *take(&mut bytes, 1)?.first()?;
+        let name = std::str::from_utf8(take(&mut bytes, name_len as usize)?).ok()?;
+        let key = part(&mut bytes)?;
+        let value = part(&mut bytes)?;
+        out.push((op, name, key, value));
+    }
+    Some(out)
+}
+
+/// A table open in a [`Tx`]: reads as redb's (through `Deref`), writes logged under group commit.
+#[allow(missing_debug_implementations)]
+pub struct Table<'t, K: Key + 'static, V: Value + 'static> {
+    inner: redb::Table<'t, K, V>,
+    log: Option<(&'t RefCell<Vec<u8>>, String)>,
+}
+
+impl<'t, K: Key + 'static, V: Value + 'static> std::ops::Deref for Table<'t, K, V> {
+    type Target = redb::Table<'t, K, V>;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl<K: Key + 'static, V: Value + 'static> Table<'_, K, V> {
+    pub fn insert<'k, 'v>(
+        &mut self,
+        key: impl Borrow<K::SelfType<'k>>,
+        value: impl Borrow<V::SelfType<'v>>,
+    ) -> Result<(), redb::StorageError> {
+        if let Some((ops, name)) = &self.log {
+            encode(
+                ops,
+                OP_INSERT,
+                name,
+                K::as_bytes(key.borrow()).as_ref(),
+                V::as_bytes(value.borrow()).as_ref(),
+            );
+        }
+        self.inner.insert(key, value)?;
+        Ok(())
+    }
+
+    pub fn remove<'k>(&mut self, key: impl Borrow<K::SelfType<'k>>) -> Result<(), redb::StorageError> {
+        if let Some((ops, name)) = &self.log {
+            encode(ops, OP_REMOVE, name, K::as_bytes(key.borrow()).as_ref(), &[]);
+        }
+        self.inner.remove(key)?;
+        Ok(())
+    }
+}
+
+/// A multimap table open in a [`Tx`]: reads as redb's, writes logged under group commit.
+#[allow(missing_debug_implementations)]
+pub struct MultimapTable<'t, K: Key + 'static, V: Key + 'static> {
+    inner: redb::MultimapTable<'t, K, V>,
+    log: Option<(&'t RefCell<Vec<u8>>, String)>,
+}
+
+impl<'t, K: Key + 'static, V: Key + 'static> std::ops::Deref for MultimapTable<'t, K, V> {
+    type Target = redb::MultimapTable<'t, K, V>;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl<K: Key + 'static, V: Key + 'static> MultimapTable<'_, K, V> {
+    pub fn insert<'k, 'v>(
+        &mut self,
+        key: impl Borrow<K::SelfType<'k>>,
+        value: impl Borrow<V::SelfType<'v>>,
+    ) -> Result<(), redb::StorageError> {
+        if let Some((ops, name)) = &self.log {
+            let op = OP_MULTI_INSERT;
+            encode(ops, op, name, K::as_bytes(key.borrow()).as_ref(), V::as_bytes(value.borrow()).as_ref());
+        }
+        self.inner.insert(key, value)?;
+        Ok(())
+    }
+
+    pub fn remove<'k, 'v>(
+        &mut self,
+        key: impl Borrow<K::SelfType<'k>>,
+        value: impl Borrow<V::SelfType<'v>>,
+    ) -> Result<(), redb::StorageError> {
+        if let Some((ops, name)) = &self.log {
+            let op = OP_MULTI_REMOVE;
+            encode(ops, op, name, K::as_bytes(key.borrow()).as_ref(), V::as_bytes(value.borrow()).as_ref());
+        }
+        self.inner.remove(key, value)?;
+        Ok(())
+    }
+}
+
+impl DbInner {
+    /// Commits `open`; under group commit, appends its writes to the log while its redb commit is
+    /// the latest, so the log keeps the commit order.
+    fn commit(&self, open: Open) -> Result<(), StoreError> {
+        let ops = open.ops.map(RefCell::into_inner).unwrap_or_default();
+        if ops.is_empty() {
+            open.tx.commit()?;
+            return Ok(());
+        }
+        let mut log = locked(&self.log);
+        open.tx.commit()?;
+        match log.append(&ops) {
+            Ok(seq) => {
+                self.written.store(seq, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(e) => {
+                self.broken.store(true, Ordering::SeqCst);
+                Err(log_error(e))
+            }
+        }
+    }
+
+    fn begin(&self) -> Result<Open, redb::Error> {
+        let mut tx = self.db.begin_write()?;
+        let grouped = self.grouped.load(Ordering::Relaxed);
+        if grouped {
+            tx.set_durability(Durability::None)?;
+        }
+        Ok(Open { tx, ops: grouped.then(|| RefCell::new(Vec::new())) })
+    }
+}
+
+impl Db {
+    /// Opens (or creates) the file at `path` with [`DbOptions::default`]: a node's store.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, DbOptions::default())
+    }
+
+    /// Opens (or creates) the file at `path`, creating its directory if needed, and replays the
+    /// redo log's entries after the last checkpoint into it (then checkpoints, and empties the log).
+    pub fn open_with(path: &Path, options: DbOptions) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StoreError::Dir { path: dir.display().to_string(), source })?;
+        }
+        let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
+            .create(path)
+            .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        let applied = {
+            let tx = db.begin_read()?;
+            match tx.open_table(REDO) {
+                Ok(t) => t.get(CHECKPOINT)?.map_or(0, |v| v.value()),
+                Err(redb::TableError::TableDoesNotExist(_)) => 0,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let (mut log, entries) = RedoLog::open(&log_path(path), applied).map_err(log_error)?;
+        if let Some(last) = entries.last().map(|e| e.seq) {
+            let tx = db.begin_write()?;
+            for entry in &entries {
+                replay(&tx, options.tables, &entry.payload)?;
+            }
+            tx.open_table(REDO)?.insert(CHECKPOINT, last)?;
+            tx.commit()?;
+            tracing::info!("replayed {} commit(s) from the redo log of {}", entries.len(), path.display());
+        }
+        log.clear().map_err(log_error)?;
+        let sync = log.sync_handle().map_err(log_error)?;
+        let written = log.last();
+        Ok(Self {
+            inner: Arc::new(DbInner {
+                db,
+                grouped: AtomicBool::new(false),
+                log: Mutex::new(log),
+                sync,
+                written: AtomicU64::new(written),
+                broken: AtomicBool::new(false),
+                checkpoint_bytes: options.checkpoint_bytes,
+                unit: Mutex::new(Unit::default()),
+            }),
+        })
+    }
+
+    /// A write transaction (non-durable under group commit); inside a [`Db::unit`] on this thread,
+    /// the unit's.
+    ///
+    /// # Panics
+    /// When called inside a unit while another `Tx` of that unit is alive (the writer would wait for
+    /// itself): a programming error.
+    pub fn begin_write(&self) -> Result<Tx<'_>, redb::Error> {
+        {
+            let mut unit = locked(&self.inner.unit);
+            if unit.owner == Some(std::thread::current().id()) {
+                let Some(open) = unit.open.take() else {
+                    panic!("a write transaction begun inside a unit while another is open");
+                };
+                unit.used = true;
+                return Ok(Tx { open: Some(open), unit: Some(&self.inner), db: &self.inner });
+            }
+        }
+        Ok(Tx { open: Some(self.inner.begin()?), unit: None, db: &self.inner })
+    }
+
+    /// Runs `f` with one write transaction open for every write it makes on this thread, then
+    /// commits it (a unit inside a unit joins the outer one).
+    pub fn unit<R>(&self, f: impl FnOnce() -> R) -> Result<R, StoreError> {
+        let me = std::thread::current().id();
+        if locked(&self.inner.unit).owner == Some(me) {
+            return Ok(f());
+        }
+        // Outside our mutex: this waits for redb's writer lock (another thread's unit, a checkpoint).
+        let open = self.inner.begin()?;
+        {
+            let mut unit = locked(&self.inner.unit);
+            unit.owner = Some(me);
+            unit.open = Some(open);
+            unit.used = false;
+        }
+        /// Closes the unit however `f` ends; if it panicked, its writes are dropped uncommitted.
+        struct Close<'a>(&'a DbInner);
+        impl Drop for Close<'_> {
+            fn drop(&mut self) {
+                let mut unit = locked(&self.0.unit);
+                unit.owner = None;
+                unit.open = None;
+                unit.used = false;
+            }
+        }
+        let close = Close(&self.inner);
+        let result = f();
+        let (open, used) = {
+            let mut unit = locked(&self.inner.unit);
+            (unit.open.take(), unit.used)
+        };
+        drop(close);
+        // If nothing was written, dropping the transaction ends it with nothing to commit or flush.
+        if let Some(open) = open
+            && used
+        {
+            self.inner.commit(open)?;
+        }
+        Ok(result)
+    }
+
+    pub fn begin_read(&self) -> Result<ReadTransaction, redb::Error> {
+        Ok(self.inner.db.begin_read()?)
+    }
+
+    /// From now on commits are durable only once [`Db::flush`] has run after them.
+    pub fn group_commit(&self) {
+        self.inner.grouped.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_grouped(&self) -> bool {
+        self.inner.grouped.load(Ordering::Relaxed)
+    }
+
+    /// The sequence number of the last commit logged: a flush that returns at least this covers
+    /// every commit so far.
+    pub fn written(&self) -> u64 {
+        self.inner.written.load(Ordering::SeqCst)
+    }
+
+    /// Makes every commit so far durable (one `fdatasync` of the redo log, taken without redb's
+    /// writer lock); returns the [`Db::written`] count it covers.
+    pub fn flush(&self) -> Result<u64, StoreError> {
+        let covered = locked(&self.inner.log).last();
+        if self.inner.broken.load(Ordering::SeqCst) {
+            return Err(StoreError::Log("a commit could not be logged; restart to recover".into()));
+        }
+        if self.is_grouped() {
+            self.inner.sync.sync_data().map_err(log_error)?;
+        }
+        Ok(covered)
+    }
+
+    /// Checkpoints when the redo log has grown past its bound: redb's own durable commit, which
+    /// holds the writer lock while it writes every page changed since the last one, after which the
+    /// log starts again. Returns whether it did. Call it off the path of anyone waiting.
+    pub fn checkpoint_if_due(&self) -> Result<bool, StoreError> {
+        if !self.is_grouped() || locked(&self.inner.log).appended_bytes() < self.inner.checkpoint_bytes {
+            return Ok(false);
+        }
+        self.checkpoint()?;
+        Ok(true)
+    }
+
+    /// Makes redb hold every commit so far, durably, and restarts the log.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        // The writer lock first, as committers take it: no commit (so no append) until this ends.
+        let mut tx = self.inner.db.begin_write()?;
+        let mut log = locked(&self.inner.log);
+        tx.open_table(REDO)?.insert(CHECKPOINT, log.last())?;
+        tx.set_durability(Durability::Immediate)?;
+        tx.commit()?;
+        log.restart();
+        Ok(())
+    }
+}
+
+fn replay(tx: &WriteTransaction, tables: &[&dyn LoggedTable], payload: &[u8]) -> Result<(), StoreError> {
+    let ops = decode(payload).ok_or_else(|| StoreError::Log("a redo log entry does not decode".into()))?;
+    for (op, name, key, value) in ops {
+        let Some(table) = tables.iter().find(|t| t.name() == name) else {
+            return Err(StoreError::Log(format!(
+                "the redo log holds writes to the table `{name}`, which this program does not know; \
+                 open the store with the program that wrote it"
+            )));
+        };
+        table.replay(tx, op, key, value)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::ReadableTable;
+
+    const KV: TableDefinition<&str, u64> = TableDefinition::new("test_kv");
+    const MULTI: MultimapTableDefinition<&str, &str> = MultimapTableDefinition::new("test_multi");
+    const TEST_TABLES: [&dyn LoggedTable; 2] = [&Logged(KV), &LoggedMultimap(MULTI)];
+
+    fn options(checkpoint_bytes: u64) -> DbOptions {
+        DbOptions { tables: &TEST_TABLES, checkpoint_bytes, ..DbOptions::default() }
+    }
+
+    /// What a crash would leave, taken while `db` stays open: the log, then the database file (the
+    /// order `icn dag` copies a live store in).
+    fn crash_image(db_path: &Path, to: &Path) -> PathBuf {
+        let copy = to.join("copy.redb");
+        std::fs::copy(log_path(db_path), log_path(&copy)).expect("copy log");
+        std::fs::copy(db_path, &copy).expect("copy db");
+        copy
+    }
+
+    /// A database with the test tables created (durably), then switched to group commit.
+    fn open_grouped(path: &Path, checkpoint_bytes: u64) -> Db {
+        let db = Db::open_with(path, options(checkpoint_bytes)).expect("open");
+        write(&db, |_, _| {});
+        db.group_commit();
+        db
+    }
+
+    fn write(db: &Db, f: impl FnOnce(&mut Table<'_, &str, u64>, &mut MultimapTable<'_, &str, &str>)) {
+        let tx = db.begin_write().expect("tx");
+        {
+            let (mut kv, mut multi) =
+                (tx.open_table(KV).expect("kv"), tx.open_multimap_table(MULTI).expect("multi"));
+            f(&mut kv, &mut multi);
+        }
+        tx.commit().expect("commit");
+    }
+
+    fn read(path: &Path) -> (Vec<(String, u64)>, Vec<String>) {
+        let db = Db::open_with(path, options(DEFAULT_CHECKPOINT_BYTES)).expect("reopen");
+        let tx = db.begin_read().expect("read");
+        let kv = tx.open_table(KV).expect("kv");
+        let rows = kv.iter().expect("iter").map(|r| {
+            let (k, v) = r.expect("row");
+            (k.value().to_owned(), v.value())
+        });
+        let multi = tx.open_multimap_table(MULTI).expect("multi");
+        let values = multi.get("m").expect("get").map(|v| v.expect("value").value().to_owned()).collect();
+        (rows.collect(), values)
+    }
+
+    #[test]
+    fn flushed_commits_are_replayed_from_the_log_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db.redb");
+        let db = open_grouped(&path, DEFAULT_CHECKPOINT_BYTES);
+        // Committed durably before group commit: in the database, not in the log.
+        db.inner.grouped.store(false, Ordering::SeqCst);
+        write(&db, |kv, _| kv.insert("before", 1).expect("insert"));
+        db.group_commit();
+        write(&db, |kv, multi| {
+            kv.insert("a", 1).expect("insert");
+            kv.insert("gone", 9).expect("insert");
+            multi.insert("m", "x").expect("insert");
+            multi.insert("m", "y").expect("insert");
+        });
+        // A later commit overwrites and removes what an earlier one wrote: order matters.
+        write(&db, |kv, multi| {
+            kv.insert("a", 2).expect("insert");
+            kv.remove("gone").expect("remove");
+            multi.remove("m", "x").expect("remove");
+        });
+        let n = db.written();
+        assert_eq!(db.flush().expect("flush"), n);
+        let image = tempfile::tempdir().expect("tempdir");
+        let copy = crash_image(&path, image.path());
+        assert_eq!(read(&copy), (vec![("a".into(), 2), ("before".into(), 1)], vec!["y".into()]));
+        // Replayed once: the log is emptied and the database holds it all.
+        assert_eq!(std::fs::metadata(log_path(&copy)).expect("log").len(), 0);
+        assert_eq!(read(&copy).0.len(), 2);
+    }
+
+    #[test]
+    fn checkpoints_restart_the_log_and_lose_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db.redb");
+        let db = open_grouped(&path, 1024);
+        let mut checkpoints = 0;
+        for n in 0..200u64 {
+            write(&db, |kv, _| kv.insert(format!("key {n:03}").as_str(), n).expect("insert"));
+            db.flush().expect("flush");
+            checkpoints += usize::from(db.checkpoint_if_due().expect("checkpoint"));
+        }
+        assert!(checkpoints >= 3, "{checkpoints} checkpoints");
+        let image = tempfile::tempdir().expect("tempdir");
+        let rows = read(&crash_image(&path, image.path())).0;
+        assert_eq!(rows.len(), 200);
+        assert!(rows.iter().enumerate().all(|(n, (k, v))| *k == format!("key {n:03}") && *v == n as u64));
+    }
+
+    #[test]
+    fn a_log_naming_an_unknown_table_is_refused_not_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db.redb");
+        let db = open_grouped(&path, DEFAULT_CHECKPOINT_BYTES);
+        write(&db, |kv, _| kv.insert("a", 1).expect("insert"));
+        db.flush().expect("flush");
+        let image = tempfile::tempdir().expect("tempdir");
+        let copy = crash_image(&path, image.path());
+        let err = Db::open(&copy).expect_err("the store's own tables do not include test_kv");
+        assert!(err.to_string().contains("`test_kv`"), "{err}");
+        // Nothing was lost by the refusal: the right opener still finds the write.
+        assert_eq!(read(&copy).0, vec![("a".into(), 1)]);
+    }
+
+    #[test]
+    fn a_flush_does_not_wait_for_writers_and_writers_do_not_wait_for_a_flush() {
+        // The writer lock is not held across the sync: a writer commits while another thread syncs.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open_with(&dir.path().join("db.redb"), options(DEFAULT_CHECKPOINT_BYTES)).expect("open");
+        db.group_commit();
+        let tx = db.begin_write().expect("a writer holds redb's writer lock");
+        let flusher = {
+            let db = db.clone();
+            std::thread::spawn(move || db.flush().expect("flush"))
+        };
+        assert_eq!(flusher.join().expect("flush ends while the writer is open"), 0);
+        drop(tx);
+    }
+}
