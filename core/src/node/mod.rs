@@ -165,9 +165,17 @@ struct Finished {
     output: Vec<u8>,
 }
 
+/// What a run leaves in the node's store beside its result: written once the result (or, under
+/// commit-reveal, the commitment) is on its way, so the commit is not on the coordinator's path.
+struct Keep {
+    job: SignedRecord<JobRecord>,
+    award: SignedRecord<AwardRecord>,
+    module: Vec<u8>,
+}
+
 enum Work {
     Progress { job: Cid, permille: u16, fuel_used: u64 },
-    Done(Box<Finished>, bool),
+    Done(Box<Finished>, Box<Keep>, bool),
 }
 
 fn now_secs() -> u64 {
@@ -310,7 +318,7 @@ impl ExecutorNode {
                         events(NodeEvent::Progress { job, permille });
                         frame::write(send, &FromExecutor::Progress { job, permille, fuel_used }, MAX_MESSAGE_BYTES).await?;
                     }
-                    Work::Done(finished, reveal_first) => {
+                    Work::Done(finished, keep, reveal_first) => {
                         *running = None;
                         events(NodeEvent::Finished {
                             job: finished.job,
@@ -321,13 +329,18 @@ impl ExecutorNode {
                             let output = finished.record.payload.output.unwrap_or_else(|| blob_cid(b""));
                             let commitment = output_commitment(self.key.did(), &output);
                             frame::write(send, &FromExecutor::Commit { job: finished.job, commitment }, MAX_MESSAGE_BYTES).await?;
+                            self.keep(&keep, &finished.record, &finished.output);
                             unrevealed = Some(*finished);
                         } else {
+                            let Finished { record, output, .. } = *finished;
                             let message = FromExecutor::Result {
-                                record: RecordBytes(finished.record.bytes().to_vec()),
-                                output: Blob(finished.output),
+                                record: RecordBytes(record.bytes().to_vec()),
+                                output: Blob(output),
                             };
                             frame::write(send, &message, MAX_MESSAGE_BYTES).await?;
+                            if let FromExecutor::Result { output, .. } = &message {
+                                self.keep(&keep, &record, &output.0);
+                            }
                         }
                     }
                 },
@@ -499,6 +512,19 @@ impl ExecutorNode {
         }
     }
 
+    /// Stores a finished run: module, output, job, award and result records, in one commit.
+    fn keep(&self, keep: &Keep, record: &SignedRecord<ResultRecord>, output: &[u8]) {
+        let job = keep.job.cid();
+        if let Ok(mut batch) = self.store.batch() {
+            let _ = batch.put_blob(&keep.module);
+            let _ = batch.put_blob(output);
+            let _ = batch.put_record(&keep.job, Some(job));
+            let _ = batch.put_record(&keep.award, Some(job));
+            let _ = batch.put_record(record, Some(job));
+            let _ = batch.commit();
+        }
+    }
+
     /// Runs an awarded job on a blocking thread; progress and the result come back on `work`.
     #[allow(clippy::too_many_arguments)]
     fn start(
@@ -513,7 +539,6 @@ impl ExecutorNode {
         work: mpsc::UnboundedSender<Work>,
     ) {
         let key = Arc::clone(&self.key);
-        let store = Arc::clone(&self.store);
         let sandbox = Arc::clone(&self.sandbox);
         let caps = self.caps.clone();
         tokio::task::spawn_blocking(move || {
@@ -616,15 +641,8 @@ impl ExecutorNode {
                 engine: ENGINE.to_owned(),
             };
             let Ok(record) = SignedRecord::sign(record, &key) else { return };
-            if let Ok(mut batch) = store.batch() {
-                let _ = batch.put_blob(&module);
-                let _ = batch.put_blob(&output);
-                let _ = batch.put_record(&job, Some(job_cid));
-                let _ = batch.put_record(&award, Some(job_cid));
-                let _ = batch.put_record(&record, Some(job_cid));
-                let _ = batch.commit();
-            }
-            let _ = work.send(Work::Done(Box::new(Finished { job: job_cid, record, output }), reveal_first));
+            let finished = Box::new(Finished { job: job_cid, record, output });
+            let _ = work.send(Work::Done(finished, Box::new(Keep { job, award, module }), reveal_first));
         });
     }
 }

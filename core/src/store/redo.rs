@@ -80,9 +80,12 @@ impl RedoLog {
         entry.extend_from_slice(payload);
         let new_end = self.end + entry.len() as u64;
         if new_end > self.len {
-            // Zero-fill ahead, so the appends that follow change data blocks only.
+            // Zeros written ahead (not a hole, whose blocks would be allocated at each append), so
+            // the appends that follow change data blocks only and a sync writes no metadata.
             let grown = new_end.div_ceil(GROW_STEP) * GROW_STEP;
-            self.file.set_len(grown)?;
+            let zeros = vec![0u8; (grown - self.len) as usize];
+            self.file.seek(SeekFrom::Start(self.len))?;
+            self.file.write_all(&zeros)?;
             self.len = grown;
         }
         self.file.seek(SeekFrom::Start(self.end))?;
