@@ -94,7 +94,9 @@ fn start_mesh(executors: usize) -> Mesh {
         cmd.args(["--grant", g]);
     }
     // ICN_PROBE=1: the coordinator's debug log (each flush and its duration) to /tmp/coord.log, and
-    // each node's log to /tmp/nodeN.log. Without it they run as shipped, logging at the default level.
+    // each node's log to /tmp/nodeN.log; ICN_PROBE_LOG replaces the coordinator's filter (with
+    // `icn_mesh_coordinator=trace`, each message's arrival, verification and application). Without
+    // ICN_PROBE they run as shipped, logging at the default level.
     let log = std::env::var_os("ICN_PROBE").map_or(Stdio::null(), |_| {
         cmd.env("ICN_LOG", std::env::var("ICN_PROBE_LOG").unwrap_or("icn_mesh_coordinator=debug".into()));
         Stdio::from(std::fs::File::create("/tmp/coord.log").expect("log"))
@@ -314,7 +316,7 @@ fn latency(quick: bool) {
     println!("{:<34} {:>10.1}", "QUIC round trip (×3)", us(parts.round_trip));
     println!("{:<34} {:>10.1}", "ed25519 sign of a record (×6)", us(parts.sign));
     println!("{:<34} {:>10.1}", "verify of a record (×8)", us(parts.verify));
-    println!("{:<34} {:>10.1}", "fsync (redb flush) (×2)", us(parts.fsync));
+    println!("{:<34} {:>10.1}", "fsync (store flush) (×2)", us(parts.fsync));
     println!("{:<34} {:>10.1}", "wasm admit + run echo (×1)", us(parts.wasm_start));
     println!("{:<34} {:>10.1}", "sum of the parts", us(sum));
     println!("{:<10} {:>10} {:>14}", "quantile", "µs", "÷ sum of parts");
