@@ -190,7 +190,8 @@ pub fn log_path(db: &Path) -> PathBuf {
 #[allow(missing_debug_implementations)]
 pub struct Tx<'a> {
     open: Option<Open>,
-    unit: Option<&'a DbInner>,
+    /// Whether `open` belongs to a [`Db::unit`] (and goes back to it) rather than to this `Tx`.
+    in_unit: bool,
     db: &'a DbInner,
 }
 
@@ -225,10 +226,12 @@ impl Tx<'_> {
 
     /// Commits, or inside a unit hands the writes back to it (the unit commits them).
     pub fn commit(mut self) -> Result<(), StoreError> {
-        match (self.unit, self.open.take()) {
-            (Some(inner), Some(open)) => locked(&inner.unit).open = Some(open),
-            (None, Some(open)) => self.db.commit(open)?,
-            _ => {}
+        if let Some(open) = self.open.take() {
+            if self.in_unit {
+                locked(&self.db.unit).open = Some(open);
+            } else {
+                self.db.commit(open)?;
+            }
         }
         Ok(())
     }
@@ -237,19 +240,24 @@ impl Tx<'_> {
 impl Drop for Tx<'_> {
     fn drop(&mut self) {
         // Inside a unit the transaction goes back to it; outside, dropping aborts it.
-        if let (Some(inner), Some(open)) = (self.unit, self.open.take()) {
-            locked(&inner.unit).open = Some(open);
+        if self.in_unit
+            && let Some(open) = self.open.take()
+        {
+            locked(&self.db.unit).open = Some(open);
         }
     }
 }
 
-/// Appends one write to a transaction's log buffer: `op | name | key | value`.
-fn encode(ops: &RefCell<Vec<u8>>, op: u8, name: &str, key: &[u8], value: &[u8]) {
+/// The log buffer of a table open under group commit, and the table's name.
+type TableLog<'t> = Option<(&'t RefCell<Vec<u8>>, String)>;
+
+/// Appends one write to a table's log buffer, if it has one: `op | name | key | value`, each of
+/// the last three a u32 length and its bytes.
+fn log_write(log: &TableLog<'_>, op: u8, key: &[u8], value: &[u8]) {
+    let Some((ops, name)) = log else { return };
     let mut ops = ops.borrow_mut();
     ops.push(op);
-    ops.push(name.len() as u8);
-    ops.extend_from_slice(name.as_bytes());
-    for part in [key, value] {
+    for part in [name.as_bytes(), key, value] {
         ops.extend_from_slice(&(part.len() as u32).to_le_bytes());
         ops.extend_from_slice(part);
     }
@@ -272,8 +280,7 @@ fn decode(mut bytes: &[u8]) -> Option<Vec<Write<'_>>> {
     let mut out = Vec::new();
     while let Some((&op, rest)) = bytes.split_first() {
         bytes = rest;
-        let name_len = *take(&mut bytes, 1)?.first()?;
-        let name = std::str::from_utf8(take(&mut bytes, name_len as usize)?).ok()?;
+        let name = std::str::from_utf8(part(&mut bytes)?).ok()?;
         let key = part(&mut bytes)?;
         let value = part(&mut bytes)?;
         out.push((op, name, key, value));
@@ -285,7 +292,7 @@ fn decode(mut bytes: &[u8]) -> Option<Vec<Write<'_>>> {
 #[allow(missing_debug_implementations)]
 pub struct Table<'t, K: Key + 'static, V: Value + 'static> {
     inner: redb::Table<'t, K, V>,
-    log: Option<(&'t RefCell<Vec<u8>>, String)>,
+    log: TableLog<'t>,
 }
 
 impl<'t, K: Key + 'static, V: Value + 'static> std::ops::Deref for Table<'t, K, V> {
@@ -301,23 +308,18 @@ impl<K: Key + 'static, V: Value + 'static> Table<'_, K, V> {
         key: impl Borrow<K::SelfType<'k>>,
         value: impl Borrow<V::SelfType<'v>>,
     ) -> Result<(), redb::StorageError> {
-        if let Some((ops, name)) = &self.log {
-            encode(
-                ops,
-                OP_INSERT,
-                name,
-                K::as_bytes(key.borrow()).as_ref(),
-                V::as_bytes(value.borrow()).as_ref(),
-            );
-        }
+        log_write(
+            &self.log,
+            OP_INSERT,
+            K::as_bytes(key.borrow()).as_ref(),
+            V::as_bytes(value.borrow()).as_ref(),
+        );
         self.inner.insert(key, value)?;
         Ok(())
     }
 
     pub fn remove<'k>(&mut self, key: impl Borrow<K::SelfType<'k>>) -> Result<(), redb::StorageError> {
-        if let Some((ops, name)) = &self.log {
-            encode(ops, OP_REMOVE, name, K::as_bytes(key.borrow()).as_ref(), &[]);
-        }
+        log_write(&self.log, OP_REMOVE, K::as_bytes(key.borrow()).as_ref(), &[]);
         self.inner.remove(key)?;
         Ok(())
     }
@@ -327,7 +329,7 @@ impl<K: Key + 'static, V: Value + 'static> Table<'_, K, V> {
 #[allow(missing_debug_implementations)]
 pub struct MultimapTable<'t, K: Key + 'static, V: Key + 'static> {
     inner: redb::MultimapTable<'t, K, V>,
-    log: Option<(&'t RefCell<Vec<u8>>, String)>,
+    log: TableLog<'t>,
 }
 
 impl<'t, K: Key + 'static, V: Key + 'static> std::ops::Deref for MultimapTable<'t, K, V> {
@@ -343,10 +345,12 @@ impl<K: Key + 'static, V: Key + 'static> MultimapTable<'_, K, V> {
         key: impl Borrow<K::SelfType<'k>>,
         value: impl Borrow<V::SelfType<'v>>,
     ) -> Result<(), redb::StorageError> {
-        if let Some((ops, name)) = &self.log {
-            let op = OP_MULTI_INSERT;
-            encode(ops, op, name, K::as_bytes(key.borrow()).as_ref(), V::as_bytes(value.borrow()).as_ref());
-        }
+        log_write(
+            &self.log,
+            OP_MULTI_INSERT,
+            K::as_bytes(key.borrow()).as_ref(),
+            V::as_bytes(value.borrow()).as_ref(),
+        );
         self.inner.insert(key, value)?;
         Ok(())
     }
@@ -356,10 +360,12 @@ impl<K: Key + 'static, V: Key + 'static> MultimapTable<'_, K, V> {
         key: impl Borrow<K::SelfType<'k>>,
         value: impl Borrow<V::SelfType<'v>>,
     ) -> Result<(), redb::StorageError> {
-        if let Some((ops, name)) = &self.log {
-            let op = OP_MULTI_REMOVE;
-            encode(ops, op, name, K::as_bytes(key.borrow()).as_ref(), V::as_bytes(value.borrow()).as_ref());
-        }
+        log_write(
+            &self.log,
+            OP_MULTI_REMOVE,
+            K::as_bytes(key.borrow()).as_ref(),
+            V::as_bytes(value.borrow()).as_ref(),
+        );
         self.inner.remove(key, value)?;
         Ok(())
     }
@@ -466,10 +472,10 @@ impl Db {
                     panic!("a write transaction begun inside a unit while another is open");
                 };
                 unit.used = true;
-                return Ok(Tx { open: Some(open), unit: Some(&self.inner), db: &self.inner });
+                return Ok(Tx { open: Some(open), in_unit: true, db: &self.inner });
             }
         }
-        Ok(Tx { open: Some(self.inner.begin()?), unit: None, db: &self.inner })
+        Ok(Tx { open: Some(self.inner.begin()?), in_unit: false, db: &self.inner })
     }
 
     /// Runs `f` with one write transaction open for every write it makes on this thread, then
@@ -707,11 +713,11 @@ mod tests {
         let db = Db::open_with(&dir.path().join("db.redb"), options(DEFAULT_CHECKPOINT_BYTES)).expect("open");
         db.group_commit();
         let tx = db.begin_write().expect("a writer holds redb's writer lock");
-        let flusher = {
-            let db = db.clone();
-            std::thread::spawn(move || db.flush().expect("flush"))
-        };
-        assert_eq!(flusher.join().expect("flush ends while the writer is open"), 0);
+        let (done, flushed) = std::sync::mpsc::channel();
+        let db2 = db.clone();
+        std::thread::spawn(move || done.send(db2.flush().expect("flush")));
+        let covered = flushed.recv_timeout(std::time::Duration::from_secs(10));
         drop(tx);
+        assert_eq!(covered, Ok(0), "the flush waited for the open writer");
     }
 }
