@@ -9,6 +9,7 @@
 pub mod decide;
 pub mod device;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -45,6 +46,19 @@ pub const PAUSED_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs
 /// fsync, and none lands in the middle of the coordinator's own (on one disk, fsyncs queue behind
 /// each other: a flush per receipt made the coordinator's flushes four times slower under load).
 pub const RECEIPT_FLUSH_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long what the node signed or received may wait to be stored: the records of that moment go
+/// in one commit. A commit per record (each bid, each run, each receipt) cost the node more than
+/// signing them — every commit copies and checksums a B-tree page per table it touches — and put
+/// the commit on the coordinator's path. A node killed outright loses at most this much of its
+/// copy of the records, which the coordinator holds signed as well.
+pub const STORE_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Unstored records stored at once, however recent: bounds what a busy node holds in memory.
+const MAX_UNSTORED: usize = 64;
+
+/// Recently offered jobs kept verified: an award for one of them (the same bytes) is not verified again.
+const OFFERED_KEPT: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -165,12 +179,86 @@ struct Finished {
     output: Vec<u8>,
 }
 
-/// What a run leaves in the node's store beside its result: written once the result (or, under
+/// What a run leaves in the node's store beside its result: queued once the result (or, under
 /// commit-reveal, the commitment) is on its way, so the commit is not on the coordinator's path.
 struct Keep {
     job: SignedRecord<JobRecord>,
     award: SignedRecord<AwardRecord>,
     module: Vec<u8>,
+}
+
+/// Records and blobs the node has signed, sent or received but not yet stored (see [`STORE_DELAY`]).
+#[derive(Default)]
+struct Unstored {
+    blobs: Vec<Vec<u8>>,
+    /// (CID, the record's exact bytes, the job it belongs to).
+    records: Vec<(Cid, Vec<u8>, Option<Cid>)>,
+    /// When the oldest of them arrived.
+    since: Option<tokio::time::Instant>,
+}
+
+impl Unstored {
+    fn record<T>(&mut self, record: &SignedRecord<T>, job: Option<Cid>) {
+        self.records.push((record.cid(), record.bytes().to_vec(), job));
+        self.since.get_or_insert_with(tokio::time::Instant::now);
+    }
+
+    fn blob(&mut self, bytes: Vec<u8>) {
+        self.blobs.push(bytes);
+        self.since.get_or_insert_with(tokio::time::Instant::now);
+    }
+
+    /// A finished run: module, output, job, award and result records.
+    fn keep(&mut self, keep: Keep, result: &SignedRecord<ResultRecord>, output: Vec<u8>) {
+        let job = keep.job.cid();
+        self.blob(keep.module);
+        self.blob(output);
+        self.record(&keep.job, Some(job));
+        self.record(&keep.award, Some(job));
+        self.record(result, Some(job));
+    }
+
+    /// When they must be stored: [`STORE_DELAY`] after the oldest, or now once there are many.
+    fn due(&self) -> Option<tokio::time::Instant> {
+        let now = tokio::time::Instant::now;
+        self.since.map(|t| {
+            if self.blobs.len() + self.records.len() >= MAX_UNSTORED { now() } else { t + STORE_DELAY }
+        })
+    }
+
+    /// Stores everything in one commit. A store that fails is logged, not fatal: the node's copy
+    /// is a convenience, the coordinator holds every record signed.
+    fn store(&mut self, store: &Store) {
+        if self.since.take().is_none() {
+            return;
+        }
+        let stored = store.batch().and_then(|mut batch| {
+            for blob in self.blobs.drain(..) {
+                batch.put_blob(&blob)?;
+            }
+            for (cid, bytes, job) in self.records.drain(..) {
+                batch.put_record_bytes(cid, &bytes, job)?;
+            }
+            batch.commit()
+        });
+        self.blobs.clear();
+        self.records.clear();
+        if let Err(e) = stored {
+            tracing::error!("storing the node's records failed: {e}");
+        }
+    }
+}
+
+/// What one connection's loop keeps between messages.
+#[derive(Default)]
+struct Session {
+    /// The job on the blocking thread.
+    running: Option<Running>,
+    /// Under commit-reveal, the result waiting for `Reveal`.
+    unrevealed: Option<Finished>,
+    unstored: Unstored,
+    /// The last [`OFFERED_KEPT`] jobs offered, verified.
+    offered: VecDeque<SignedRecord<JobRecord>>,
 }
 
 enum Work {
@@ -232,15 +320,16 @@ impl ExecutorNode {
                 }
             }
         });
-        let mut running: Option<Running> = None;
+        let mut session = Session::default();
         // Whatever ends this connection also stops the job it was running: its result could not
         // be delivered, and the coordinator hands the job out again.
         let result = self
-            .work_loop(coordinator, &mut send, &mut incoming, &work_tx, &mut work_rx, &mut running, events)
+            .work_loop(coordinator, &mut send, &mut incoming, &work_tx, &mut work_rx, &mut session, events)
             .await;
         reader.abort();
         // Dropping the job cancels it (see `Running`'s Drop).
-        drop(running);
+        drop(session.running.take());
+        session.unstored.store(&self.store);
         self.flush_in_background();
         result
     }
@@ -253,19 +342,20 @@ impl ExecutorNode {
         incoming: &mut mpsc::Receiver<Result<ToExecutor, frame::FrameError>>,
         work_tx: &mpsc::UnboundedSender<Work>,
         work_rx: &mut mpsc::UnboundedReceiver<Work>,
-        running: &mut Option<Running>,
+        session: &mut Session,
         events: &mut dyn FnMut(NodeEvent),
     ) -> Result<(), NodeError> {
-        let mut unrevealed: Option<Finished> = None;
         let mut verdicts = self.device.subscribe();
         let mut flush_at: Option<tokio::time::Instant> = None;
         let fuel_per_second = self.capabilities.fuel_per_second;
         loop {
             // The only timers: giving a paused job back before its deadline, the end of an
-            // overheating back-off, and the flush after receipts. None exists while the node simply
-            // waits.
+            // overheating back-off, storing what was signed or received, and the flush after
+            // receipts. None exists while the node simply waits.
+            let running = &mut session.running;
             let give_up = running.as_ref().and_then(|r| r.give_up_at(fuel_per_second));
             let recheck = self.device.recheck_at();
+            let store_at = session.unstored.due();
             tokio::select! {
                 Ok(()) = verdicts.changed() => {
                     let verdict = verdicts.borrow_and_update().clone();
@@ -292,8 +382,12 @@ impl ExecutorNode {
                 () = tokio::time::sleep_until(instant_at(recheck.unwrap_or(0))), if recheck.is_some() => {
                     self.device.recheck();
                 }
+                () = tokio::time::sleep_until(store_at.unwrap_or_else(tokio::time::Instant::now)), if store_at.is_some() => {
+                    session.unstored.store(&self.store);
+                }
                 () = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)), if flush_at.is_some() => {
                     flush_at = None;
+                    session.unstored.store(&self.store);
                     self.flush_in_background();
                 }
                 message = incoming.recv() => {
@@ -305,7 +399,7 @@ impl ExecutorNode {
                     if matches!(message, ToExecutor::Receipt(_)) {
                         flush_at.get_or_insert_with(|| tokio::time::Instant::now() + RECEIPT_FLUSH_DELAY);
                     }
-                    let reply = self.handle(message, coordinator, running, &mut unrevealed, work_tx, events)?;
+                    let reply = self.handle(message, coordinator, session, work_tx, events)?;
                     for m in reply {
                         frame::write(send, &m, MAX_MESSAGE_BYTES).await?;
                     }
@@ -320,6 +414,7 @@ impl ExecutorNode {
                     }
                     Work::Done(finished, keep, reveal_first) => {
                         *running = None;
+                        let unstored = &mut session.unstored;
                         events(NodeEvent::Finished {
                             job: finished.job,
                             status: finished.record.payload.status,
@@ -329,8 +424,8 @@ impl ExecutorNode {
                             let output = finished.record.payload.output.unwrap_or_else(|| blob_cid(b""));
                             let commitment = output_commitment(self.key.did(), &output);
                             frame::write(send, &FromExecutor::Commit { job: finished.job, commitment }, MAX_MESSAGE_BYTES).await?;
-                            self.keep(&keep, &finished.record, &finished.output);
-                            unrevealed = Some(*finished);
+                            unstored.keep(*keep, &finished.record, finished.output.clone());
+                            session.unrevealed = Some(*finished);
                         } else {
                             let Finished { record, output, .. } = *finished;
                             let message = FromExecutor::Result {
@@ -338,8 +433,8 @@ impl ExecutorNode {
                                 output: Blob(output),
                             };
                             frame::write(send, &message, MAX_MESSAGE_BYTES).await?;
-                            if let FromExecutor::Result { output, .. } = &message {
-                                self.keep(&keep, &record, &output.0);
+                            if let FromExecutor::Result { output, .. } = message {
+                                unstored.keep(*keep, &record, output.0);
                             }
                         }
                     }
@@ -370,8 +465,7 @@ impl ExecutorNode {
         &self,
         message: ToExecutor,
         coordinator: &PeerAddr,
-        running: &mut Option<Running>,
-        unrevealed: &mut Option<Finished>,
+        session: &mut Session,
         work_tx: &mpsc::UnboundedSender<Work>,
         events: &mut dyn FnMut(NodeEvent),
     ) -> Result<Vec<FromExecutor>, NodeError> {
@@ -381,7 +475,7 @@ impl ExecutorNode {
                     .map_err(|e| NodeError::Protocol(format!("offered job does not verify: {e}")))?;
                 events(NodeEvent::Offered { job: job.cid() });
                 let verdict = self.device.verdict();
-                let decision = if running.is_some() {
+                let decision = if session.running.is_some() {
                     Err("busy with another job".to_owned())
                 } else if !verdict.may_bid() {
                     Err(format!("the device policy says {}: {}", verdict.decision.name(), verdict.reason))
@@ -405,8 +499,12 @@ impl ExecutorNode {
                         };
                         let record = SignedRecord::sign(bid, &self.key)
                             .map_err(|e| NodeError::Protocol(format!("cannot sign a bid: {e}")))?;
-                        let _ = self.store.put_record(&record, Some(job.cid()));
+                        session.unstored.record(&record, Some(job.cid()));
                         events(NodeEvent::Bid { job: job.cid(), price: terms.price });
+                        if session.offered.len() == OFFERED_KEPT {
+                            session.offered.pop_front();
+                        }
+                        session.offered.push_back(job);
                         Ok(vec![FromExecutor::Bid(RecordBytes(record.bytes().to_vec()))])
                     }
                     Err(reason) => {
@@ -426,8 +524,12 @@ impl ExecutorNode {
                         "an award not signed by the coordinator, or not for us".into(),
                     ));
                 }
-                let job = SignedRecord::<JobRecord>::decode(&job.0)
-                    .map_err(|e| NodeError::Protocol(format!("awarded job does not verify: {e}")))?;
+                // Most awards are for a job this node verified when it bid: the same bytes verify the same.
+                let job = match session.offered.iter().position(|o| o.bytes() == job.0.as_slice()) {
+                    Some(i) => session.offered.remove(i).unwrap_or_else(|| unreachable!("found at {i}")),
+                    None => SignedRecord::<JobRecord>::decode(&job.0)
+                        .map_err(|e| NodeError::Protocol(format!("awarded job does not verify: {e}")))?,
+                };
                 if job.cid() != award.payload.job
                     || blob_cid(&module.0) != job.payload.module
                     || job.payload.input.is_some_and(|c| c != blob_cid(&input.0))
@@ -451,17 +553,17 @@ impl ExecutorNode {
                 // Awarded just as the policy changed its mind: start in the state it says.
                 self.obey(&verdict, Some(&mut job_run), &mut |_| {});
                 let why = Arc::clone(&job_run.why);
-                *running = Some(job_run);
+                session.running = Some(job_run);
                 self.start(job, award, module.0, input.0, control, why, reveal_first, work_tx.clone());
                 Ok(Vec::new())
             }
-            ToExecutor::Reveal { job } => match unrevealed.take() {
+            ToExecutor::Reveal { job } => match session.unrevealed.take() {
                 Some(finished) if finished.job == job => Ok(vec![FromExecutor::Result {
                     record: RecordBytes(finished.record.bytes().to_vec()),
                     output: Blob(finished.output),
                 }]),
                 other => {
-                    *unrevealed = other;
+                    session.unrevealed = other;
                     Ok(Vec::new())
                 }
             },
@@ -469,7 +571,7 @@ impl ExecutorNode {
                 let receipt = SignedRecord::<ReceiptRecord>::decode(&bytes.0)
                     .map_err(|e| NodeError::Protocol(format!("receipt does not verify: {e}")))?;
                 if receipt.signer == coordinator.did {
-                    let _ = self.store.put_record(&receipt, Some(receipt.payload.job));
+                    session.unstored.record(&receipt, Some(receipt.payload.job));
                     events(NodeEvent::Receipt {
                         job: receipt.payload.job,
                         receipt: receipt.cid(),
@@ -479,7 +581,7 @@ impl ExecutorNode {
                 Ok(Vec::new())
             }
             ToExecutor::Cancel { job, .. } => {
-                if let Some(r) = running.as_ref()
+                if let Some(r) = session.running.as_ref()
                     && r.job == job
                 {
                     r.control.cancel();
@@ -488,7 +590,7 @@ impl ExecutorNode {
             }
             ToExecutor::Refused(bytes) => {
                 if let Ok(refusal) = SignedRecord::<RefusalRecord>::decode(&bytes.0) {
-                    let _ = self.store.put_record(&refusal, refusal.payload.job);
+                    session.unstored.record(&refusal, refusal.payload.job);
                     events(NodeEvent::Refused { reason: refusal.payload.reason.clone() });
                 }
                 Ok(Vec::new())
@@ -509,19 +611,6 @@ impl ExecutorNode {
                     tracing::error!("flushing the node's store failed: {e}");
                 }
             });
-        }
-    }
-
-    /// Stores a finished run: module, output, job, award and result records, in one commit.
-    fn keep(&self, keep: &Keep, record: &SignedRecord<ResultRecord>, output: &[u8]) {
-        let job = keep.job.cid();
-        if let Ok(mut batch) = self.store.batch() {
-            let _ = batch.put_blob(&keep.module);
-            let _ = batch.put_blob(output);
-            let _ = batch.put_record(&keep.job, Some(job));
-            let _ = batch.put_record(&keep.award, Some(job));
-            let _ = batch.put_record(record, Some(job));
-            let _ = batch.commit();
         }
     }
 

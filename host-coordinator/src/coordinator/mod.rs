@@ -324,6 +324,7 @@ async fn client_request(
     mut recv: quinn::RecvStream,
 ) -> Result<(), SessionError> {
     let request: ClientRequest = frame::read(&mut recv, MAX_MESSAGE_BYTES).await?;
+    tracing::trace!("request read");
     match request {
         ClientRequest::Submit { job, module, input, wait } => {
             let (tx, mut rx) = mpsc::unbounded_channel();
