@@ -339,8 +339,9 @@ impl State {
     }
 
     /// Offers a pending job to the fitting, idle, accepting executors not excluded: as many as it
-    /// needs plus [`SPARE_OFFERS`], those with the fewest offers still unanswered first (ties in an
-    /// order drawn from the job, so work spreads), those that declined it before last.
+    /// needs, those with the fewest offers still unanswered first (ties in an order drawn from the
+    /// job, so work spreads), those that declined it before last; then up to [`SPARE_OFFERS`] more,
+    /// but only executors with no offer left to answer.
     pub fn offer(&mut self, cid: Cid, now_ms: u64) {
         let Some(job) = self.jobs.get(&cid) else { return };
         if job.phase != Phase::Pending || now_ms < job.not_before_ms {
@@ -364,8 +365,10 @@ impl State {
         fitting.sort_by_cached_key(|did| {
             (job.declined.contains(*did), waiting.get(*did).copied().unwrap_or(0), spread(salt, did))
         });
-        let chosen: Vec<Did> =
-            fitting.into_iter().take(executors + validators + SPARE_OFFERS).cloned().collect();
+        let needed = executors + validators;
+        let idle = |did: &&&Did| !job.declined.contains(**did) && !waiting.contains_key(**did);
+        let spares = fitting.iter().skip(needed).filter(idle).take(SPARE_OFFERS);
+        let chosen: Vec<Did> = fitting.iter().take(needed).chain(spares).map(|d| (*d).clone()).collect();
         let Some(job) = self.jobs.get_mut(&cid) else { return };
         job.attempt += 1;
         job.offered.clear();
@@ -601,7 +604,10 @@ pub const BID_WINDOW_MS: u64 = 1500;
 
 /// How many executors beyond those a job needs are offered it: a choice for its strategy and room
 /// for a decline, without every idle executor verifying and bidding on every pending job (with 64
-/// jobs waiting, an executor that came free was offered all 64 and bid on each).
+/// jobs waiting, an executor that came free was offered all 64 and bid on each). Spares are only
+/// executors with no other offer to answer: on a saturated mesh every executor is needed for some
+/// job anyway, and a spare bid there is work that mostly loses — with 64 jobs in flight on eight
+/// executors, two spares per job made three bids a job, a third of the mesh's CPU.
 pub const SPARE_OFFERS: usize = 2;
 
 /// A pseudo-random order of executors for one job (`salt`), the same on every run.
@@ -626,7 +632,7 @@ mod tests {
     const ECHO: &[u8] = include_bytes!("../../../examples/jobs/echo.wasm");
 
     #[test]
-    fn a_job_is_offered_to_what_it_needs_plus_spares_the_least_asked_first() {
+    fn a_job_is_offered_to_what_it_needs_the_least_asked_first_plus_idle_spares() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = crate::coordinator::open_db(&dir.path().join("store.redb")).expect("db");
         let mut state = State::open(Arc::new(Keypair::from_seed(&[1; 32])), &db).expect("state");
@@ -672,8 +678,9 @@ mod tests {
         // The next job goes to executors with no offer waiting, not to the same three.
         assert_eq!(offered[1].len(), 1 + SPARE_OFFERS);
         assert!(offered[0].is_disjoint(&offered[1]), "{offered:?}");
-        // Full(3) needs three: five offers, the two executors asked nothing yet among them.
-        assert_eq!(offered[2].len(), 3 + SPARE_OFFERS);
+        // Full(3) needs three: the two executors asked nothing yet and one more; no spares, since
+        // every other executor has an offer to answer (a saturated mesh gets no spare bids).
+        assert_eq!(offered[2].len(), 3);
         let unasked: HashSet<Did> = state
             .executors
             .keys()
