@@ -735,3 +735,50 @@ impl ExecutorNode {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dag::RecordKind;
+    use tokio::time::Instant;
+
+    #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    struct Note(u32);
+    impl RecordKind for Note {
+        const KIND: &'static str = "test-note";
+    }
+
+    #[test]
+    fn unstored_records_wait_their_delay_then_go_in_one_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("store.redb")).expect("store");
+        let key = Keypair::from_seed(&[7; 32]);
+        let sign = |n| SignedRecord::sign(Note(n), &key).expect("sign");
+        let mut unstored = Unstored::default();
+        assert_eq!(unstored.due(), None, "nothing to store, no timer");
+
+        let before = Instant::now();
+        let first = sign(0);
+        unstored.record(&first, Some(first.cid()));
+        let due = unstored.due().expect("a timer");
+        assert!(due >= before + STORE_DELAY && due <= Instant::now() + STORE_DELAY, "{due:?}");
+
+        // Past MAX_UNSTORED (the first record, a blob and the rest), due at once.
+        unstored.blob(b"output".to_vec());
+        let rest: Vec<_> = (1..MAX_UNSTORED as u32 - 1).map(sign).collect();
+        for (i, record) in rest.iter().enumerate() {
+            assert!(unstored.due().expect("a timer") > Instant::now(), "due early at {i}");
+            unstored.record(record, Some(first.cid()));
+        }
+        assert!(unstored.due().expect("a timer") <= Instant::now());
+        assert_eq!(store.record(&first.cid()).expect("read"), None, "nothing stored before the timer");
+
+        unstored.store(&store);
+        assert_eq!(unstored.due(), None);
+        assert_eq!(store.records_for_job(&first.cid()).expect("index").len(), MAX_UNSTORED - 1);
+        assert!(store.blob(&blob_cid(b"output")).expect("read").is_some());
+        // Nothing left: storing again commits nothing and changes nothing.
+        unstored.store(&store);
+        assert_eq!(store.records_for_job(&first.cid()).expect("index").len(), MAX_UNSTORED - 1);
+    }
+}
