@@ -188,8 +188,9 @@ struct Keep {
 }
 
 /// Records and blobs the node has signed, sent or received but not yet stored (see [`STORE_DELAY`]).
-#[derive(Default)]
+/// Dropped, it stores what it holds: a host app that stops the node drops its session mid-await.
 struct Unstored {
+    store: Arc<Store>,
     blobs: Vec<Vec<u8>>,
     /// (CID, the record's exact bytes, the job it belongs to).
     records: Vec<(Cid, Vec<u8>, Option<Cid>)>,
@@ -198,6 +199,10 @@ struct Unstored {
 }
 
 impl Unstored {
+    fn new(store: Arc<Store>) -> Self {
+        Self { store, blobs: Vec::new(), records: Vec::new(), since: None }
+    }
+
     fn record<T>(&mut self, record: &SignedRecord<T>, job: Option<Cid>) {
         self.records.push((record.cid(), record.bytes().to_vec(), job));
         self.since.get_or_insert_with(tokio::time::Instant::now);
@@ -228,11 +233,11 @@ impl Unstored {
 
     /// Stores everything in one commit. A store that fails is logged, not fatal: the node's copy
     /// is a convenience, the coordinator holds every record signed.
-    fn store(&mut self, store: &Store) {
+    fn store(&mut self) {
         if self.since.take().is_none() {
             return;
         }
-        let stored = store.batch().and_then(|mut batch| {
+        let stored = self.store.batch().and_then(|mut batch| {
             for blob in self.blobs.drain(..) {
                 batch.put_blob(&blob)?;
             }
@@ -249,8 +254,13 @@ impl Unstored {
     }
 }
 
+impl Drop for Unstored {
+    fn drop(&mut self) {
+        self.store();
+    }
+}
+
 /// What one connection's loop keeps between messages.
-#[derive(Default)]
 struct Session {
     /// The job on the blocking thread.
     running: Option<Running>,
@@ -259,6 +269,12 @@ struct Session {
     unstored: Unstored,
     /// The last [`OFFERED_KEPT`] jobs offered, verified.
     offered: VecDeque<SignedRecord<JobRecord>>,
+}
+
+impl Session {
+    fn new(store: Arc<Store>) -> Self {
+        Self { running: None, unrevealed: None, unstored: Unstored::new(store), offered: VecDeque::new() }
+    }
 }
 
 enum Work {
@@ -320,7 +336,7 @@ impl ExecutorNode {
                 }
             }
         });
-        let mut session = Session::default();
+        let mut session = Session::new(Arc::clone(&self.store));
         // Whatever ends this connection also stops the job it was running: its result could not
         // be delivered, and the coordinator hands the job out again.
         let result = self
@@ -329,7 +345,7 @@ impl ExecutorNode {
         reader.abort();
         // Dropping the job cancels it (see `Running`'s Drop).
         drop(session.running.take());
-        session.unstored.store(&self.store);
+        session.unstored.store();
         self.flush_in_background();
         result
     }
@@ -383,11 +399,11 @@ impl ExecutorNode {
                     self.device.recheck();
                 }
                 () = tokio::time::sleep_until(store_at.unwrap_or_else(tokio::time::Instant::now)), if store_at.is_some() => {
-                    session.unstored.store(&self.store);
+                    session.unstored.store();
                 }
                 () = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)), if flush_at.is_some() => {
                     flush_at = None;
-                    session.unstored.store(&self.store);
+                    session.unstored.store();
                     self.flush_in_background();
                 }
                 message = incoming.recv() => {
@@ -751,10 +767,10 @@ mod tests {
     #[test]
     fn unstored_records_wait_their_delay_then_go_in_one_commit() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("store.redb")).expect("store");
+        let store = Arc::new(Store::open(&dir.path().join("store.redb")).expect("store"));
         let key = Keypair::from_seed(&[7; 32]);
         let sign = |n| SignedRecord::sign(Note(n), &key).expect("sign");
-        let mut unstored = Unstored::default();
+        let mut unstored = Unstored::new(Arc::clone(&store));
         assert_eq!(unstored.due(), None, "nothing to store, no timer");
 
         let before = Instant::now();
@@ -773,12 +789,18 @@ mod tests {
         assert!(unstored.due().expect("a timer") <= Instant::now());
         assert_eq!(store.record(&first.cid()).expect("read"), None, "nothing stored before the timer");
 
-        unstored.store(&store);
+        unstored.store();
         assert_eq!(unstored.due(), None);
         assert_eq!(store.records_for_job(&first.cid()).expect("index").len(), MAX_UNSTORED - 1);
         assert!(store.blob(&blob_cid(b"output")).expect("read").is_some());
         // Nothing left: storing again commits nothing and changes nothing.
-        unstored.store(&store);
+        unstored.store();
         assert_eq!(store.records_for_job(&first.cid()).expect("index").len(), MAX_UNSTORED - 1);
+
+        // Dropped (a stopped node's session), it stores what it holds.
+        let last = sign(1000);
+        unstored.record(&last, None);
+        drop(unstored);
+        assert_eq!(store.record(&last.cid()).expect("read").as_deref(), Some(last.bytes()));
     }
 }
