@@ -1,7 +1,7 @@
 //! A hostile coordinator against a real `icn node` process: this test speaks the coordinator's side
 //! of the wire protocol itself. An honest offer and award are bid on and run (the award's job is the
-//! offered one, which the node verified when it bid); a forged offer, and an award whose job is
-//! forged, break the connection before anything is bid on or run. Afterwards the node's store holds
+//! offered one, which the node verified when it bid); a forged receipt, a forged offer, and an award
+//! whose job is forged, each break the connection, and nothing is bid on or run. Afterwards the node's store holds
 //! what it signed and received.
 
 mod common;
@@ -12,9 +12,12 @@ use common::{Procs, icn, wait_for};
 use icn_mesh_coordinator::client;
 use icn_mesh_core::dag::SignedRecord;
 use icn_mesh_core::identity::Keypair;
+use icn_mesh_core::market::Payment;
 use icn_mesh_core::net::{self, Hello, PeerAddr, Role, frame};
 use icn_mesh_core::protocol::{Blob, FromExecutor, MAX_MESSAGE_BYTES, RecordBytes, ToExecutor};
-use icn_mesh_core::records::{AwardRecord, JobRecord, ResultRecord, ResultStatus};
+use icn_mesh_core::records::{
+    AwardRecord, JobRecord, PaymentStatus, ReceiptRecord, ResultRecord, ResultStatus,
+};
 use icn_mesh_core::spec::{JobSpec, SelectionStrategy};
 
 const ECHO: &[u8] = include_bytes!("../../examples/jobs/echo.wasm");
@@ -167,7 +170,33 @@ fn a_node_bids_runs_and_keeps_records_but_refuses_forged_jobs() {
         assert_eq!(result.payload.status, ResultStatus::Completed, "{:?}", result.payload.message);
         assert_eq!(result.payload.output, Some(icn_mesh_core::dag::blob_cid(&output.0)));
 
+        // A receipt with a forged signature: refused, the connection is cut.
+        let receipt = ReceiptRecord {
+            job: honest.cid(),
+            result: Some(result.cid()),
+            validation: None,
+            executor: bid.signer.clone(),
+            submitter: client.did().clone(),
+            status: PaymentStatus::Completed,
+            payment: Payment {
+                base: 1,
+                early_bonus: 0,
+                quality_bonus: 0,
+                reputation_bonus: 0,
+                total: 1,
+                refund: 0,
+            },
+            slashed: 0,
+            settled_at_ms: now_ms(),
+        };
+        let mut receipt = SignedRecord::sign(receipt, &coordinator).expect("sign receipt").bytes().to_vec();
+        let last = receipt.len() - 1;
+        receipt[last] ^= 1;
+        s.send(&ToExecutor::Receipt(RecordBytes(receipt))).await;
+        assert_eq!(s.next().await, None, "a forged receipt must end the session");
+
         // A forged offer: no bid, the connection is cut.
+        let mut s = Session::accept(&endpoint).await;
         let forged_offer = forged(&job(&client, 2));
         s.send(&ToExecutor::Offer { job: RecordBytes(forged_offer), bid_deadline_ms: now_ms() + 5000 }).await;
         assert_eq!(s.next().await, None, "a forged offer must end the session, not be bid on");
