@@ -1,8 +1,8 @@
 //! A hostile coordinator against a real `icn node` process: this test speaks the coordinator's side
 //! of the wire protocol itself. An honest offer and award are bid on and run (the award's job is the
 //! offered one, which the node verified when it bid); a forged receipt, a forged offer, and an award
-//! whose job is forged, each break the connection, and nothing is bid on or run. Afterwards the node's store holds
-//! what it signed and received.
+//! whose job is forged each break the connection, and nothing is bid on or run. Afterwards the
+//! node's store holds what it signed and received.
 
 mod common;
 
