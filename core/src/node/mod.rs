@@ -213,11 +213,11 @@ impl Unstored {
         self.since.get_or_insert_with(tokio::time::Instant::now);
     }
 
-    /// A finished run: module, output, job, award and result records.
-    fn keep(&mut self, keep: Keep, result: &SignedRecord<ResultRecord>, output: Vec<u8>) {
+    /// A finished run: module, job, award and result records (the output is queued by the caller,
+    /// who may still need it).
+    fn keep(&mut self, keep: Keep, result: &SignedRecord<ResultRecord>) {
         let job = keep.job.cid();
         self.blob(keep.module);
-        self.blob(output);
         self.record(&keep.job, Some(job));
         self.record(&keep.award, Some(job));
         self.record(result, Some(job));
@@ -225,10 +225,8 @@ impl Unstored {
 
     /// When they must be stored: [`STORE_DELAY`] after the oldest, or now once there are many.
     fn due(&self) -> Option<tokio::time::Instant> {
-        let now = tokio::time::Instant::now;
-        self.since.map(|t| {
-            if self.blobs.len() + self.records.len() >= MAX_UNSTORED { now() } else { t + STORE_DELAY }
-        })
+        let full = self.blobs.len() + self.records.len() >= MAX_UNSTORED;
+        self.since.map(|t| if full { tokio::time::Instant::now() } else { t + STORE_DELAY })
     }
 
     /// Stores everything in one commit. A store that fails is logged, not fatal: the node's copy
@@ -246,6 +244,7 @@ impl Unstored {
             }
             batch.commit()
         });
+        // If the batch could not open, nothing was drained. A failed store is not retried.
         self.blobs.clear();
         self.records.clear();
         if let Err(e) = stored {
@@ -440,7 +439,12 @@ impl ExecutorNode {
                             let output = finished.record.payload.output.unwrap_or_else(|| blob_cid(b""));
                             let commitment = output_commitment(self.key.did(), &output);
                             frame::write(send, &FromExecutor::Commit { job: finished.job, commitment }, MAX_MESSAGE_BYTES).await?;
-                            unstored.keep(*keep, &finished.record, finished.output.clone());
+                            unstored.keep(*keep, &finished.record);
+                            // The output waits for `Reveal`, so it is stored now, from where it is
+                            // kept: a copy for the queue would double an output of up to 64 MiB.
+                            if let Err(e) = self.store.put_blob(&finished.output) {
+                                tracing::error!("storing the output failed: {e}");
+                            }
                             session.unrevealed = Some(*finished);
                         } else {
                             let Finished { record, output, .. } = *finished;
@@ -450,7 +454,8 @@ impl ExecutorNode {
                             };
                             frame::write(send, &message, MAX_MESSAGE_BYTES).await?;
                             if let FromExecutor::Result { output, .. } = message {
-                                unstored.keep(*keep, &record, output.0);
+                                unstored.keep(*keep, &record);
+                                unstored.blob(output.0);
                             }
                         }
                     }

@@ -366,9 +366,9 @@ impl State {
             (job.declined.contains(*did), waiting.get(*did).copied().unwrap_or(0), spread(salt, did))
         });
         let needed = executors + validators;
-        let idle = |did: &&&Did| !job.declined.contains(**did) && !waiting.contains_key(**did);
-        let spares = fitting.iter().skip(needed).filter(idle).take(SPARE_OFFERS);
-        let chosen: Vec<Did> = fitting.iter().take(needed).chain(spares).map(|d| (*d).clone()).collect();
+        let idle = |did: &Did| !job.declined.contains(did) && !waiting.contains_key(did);
+        let spares = fitting.iter().copied().skip(needed).filter(|d| idle(d)).take(SPARE_OFFERS);
+        let chosen: Vec<Did> = fitting.iter().copied().take(needed).chain(spares).cloned().collect();
         let Some(job) = self.jobs.get_mut(&cid) else { return };
         job.attempt += 1;
         job.offered.clear();
