@@ -197,14 +197,27 @@ fn serve(
         return;
     };
     rt.block_on(async {
-        let mut backoff = Duration::from_millis(200);
+        let first = Duration::from_millis(200);
+        let mut backoff = first;
         loop {
+            let mut connected = false;
+            let mut events = |event: NodeEvent| {
+                connected |= matches!(event, NodeEvent::Connected { .. });
+                on_event(event);
+            };
             tokio::select! {
                 _ = &mut stopped => return,
-                result = node.serve(&coordinator, &mut *on_event) => match result {
-                    Ok(()) => tracing::info!("the coordinator closed the connection; reconnecting"),
-                    Err(e) => tracing::warn!("{e}; reconnecting in {backoff:?}"),
-                },
+                result = node.serve(&coordinator, &mut events) => {
+                    // A session that registered starts the back-off again (a phone that was
+                    // connected for hours reconnects after 200 ms, not after its last outage's delay).
+                    if connected {
+                        backoff = first;
+                    }
+                    match result {
+                        Ok(()) => tracing::info!("the coordinator closed the connection; reconnecting"),
+                        Err(e) => tracing::warn!("{e}; reconnecting in {backoff:?}"),
+                    }
+                }
             }
             tokio::select! {
                 _ = &mut stopped => return,

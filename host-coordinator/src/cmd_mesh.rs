@@ -144,10 +144,20 @@ pub fn node(coordinator: &str, data: PathBuf, price_per_hour: u64, policy: Optio
                 device.update(&sysfs::read(Path::new("/")));
             }
         });
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = FIRST_BACKOFF;
         loop {
-            let mut log = |event: NodeEvent| eprintln!("{}", describe(&event));
-            match node.serve(&coordinator, &mut log).await {
+            let mut connected = false;
+            let mut log = |event: NodeEvent| {
+                connected |= matches!(event, NodeEvent::Connected { .. });
+                eprintln!("{}", describe(&event));
+            };
+            let served = node.serve(&coordinator, &mut log).await;
+            // A session that got as far as registering starts the back-off again: a node that had
+            // been connected for hours reconnects after 200 ms, not after its last outage's delay.
+            if connected {
+                backoff = FIRST_BACKOFF;
+            }
+            match served {
                 Ok(()) => eprintln!("the coordinator closed the connection; reconnecting"),
                 Err(e) => eprintln!("{e}; reconnecting in {backoff:?}"),
             }
@@ -156,6 +166,9 @@ pub fn node(coordinator: &str, data: PathBuf, price_per_hour: u64, policy: Optio
         }
     })
 }
+
+/// The node's first wait before reconnecting; it doubles while connecting fails.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
 fn describe(event: &NodeEvent) -> String {
     match event {
