@@ -168,7 +168,9 @@ struct DbInner {
     writer_back: Condvar,
 }
 
-/// Who holds redb's one write transaction.
+/// Who holds redb's one write transaction. One per database, so its size does not matter, and
+/// boxing the transaction would cost an allocation per unit.
+#[allow(clippy::large_enum_variant)]
 enum Writer {
     /// Nobody: the next writer begins one.
     Free,
