@@ -229,21 +229,27 @@ impl Unstored {
         self.since.map(|t| if full { tokio::time::Instant::now() } else { t + STORE_DELAY })
     }
 
-    /// Stores everything in one commit. A store that fails is logged, not fatal: the node's copy
-    /// is a convenience, the coordinator holds every record signed.
+    /// Stores everything in one unit (under group commit: one log entry, redb's commit shared with
+    /// the next units, see `store::Db::unit`). A store that fails is logged, not fatal: the node's
+    /// copy is a convenience, the coordinator holds every record signed.
     fn store(&mut self) {
         if self.since.take().is_none() {
             return;
         }
-        let stored = self.store.batch().and_then(|mut batch| {
-            for blob in self.blobs.drain(..) {
-                batch.put_blob(&blob)?;
-            }
-            for (cid, bytes, job) in self.records.drain(..) {
-                batch.put_record_bytes(cid, &bytes, job)?;
-            }
-            batch.commit()
-        });
+        let db = self.store.db().clone();
+        let stored = db
+            .unit(|| {
+                self.store.batch().and_then(|mut batch| {
+                    for blob in self.blobs.drain(..) {
+                        batch.put_blob(&blob)?;
+                    }
+                    for (cid, bytes, job) in self.records.drain(..) {
+                        batch.put_record_bytes(cid, &bytes, job)?;
+                    }
+                    batch.commit()
+                })
+            })
+            .and_then(|stored| stored);
         // If the batch could not open, nothing was drained. A failed store is not retried.
         self.blobs.clear();
         self.records.clear();
