@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use icn_mesh_core::sandbox::{Control, ExecStatus, Outcome, Sandbox, SandboxLimits};
+use icn_mesh_core::sandbox::{Begun, Control, ExecStatus, Outcome, Sandbox, SandboxLimits};
 use icn_mesh_core::{ErrorCode, FailureReason};
 use sha2::{Digest, Sha256};
 
@@ -118,6 +118,57 @@ fn fuel_used_does_not_depend_on_slice_size() {
         .collect();
     assert!(fuel[0] > 0);
     assert!(fuel.windows(2).all(|w| w[0] == w[1]), "{fuel:?}");
+}
+
+/// `Sandbox::start` (what a node uses): a job that fits its first slice ends there; a longer one
+/// goes on on another thread and comes to the same output, fuel and slice count as `execute`.
+#[test]
+fn a_started_job_ends_in_its_first_slice_or_goes_on_on_another_thread_the_same() {
+    let module = example("sieve");
+    let limits = SandboxLimits { slice_fuel: 1_000_000, fuel: 1 << 41, ..SandboxLimits::default() };
+    let sandbox = Arc::new(Sandbox::new(&limits));
+    let whole = run_with(&module, b"300000", &limits);
+    assert!(whole.slices > 2, "the sieve needs several slices: {}", whole.slices);
+    let start = |module: &[u8], input: &[u8], first_slice| {
+        let admitted = sandbox.admit(module, "run").expect("admitted");
+        let control = Arc::new(Control::default());
+        sandbox.start(admitted, Arc::from(input), limits.clone(), control, first_slice)
+    };
+    // A short job within its first slice: done on this thread.
+    let echo = run_with(&example("echo"), b"hello", &limits);
+    let Begun::Done(done) = start(&example("echo"), b"hello", 100_000) else {
+        panic!("echo fits a first slice of 100k fuel")
+    };
+    assert_eq!(
+        (done.status, done.fuel_used, &done.output),
+        (ExecStatus::Completed, echo.fuel_used, &echo.output)
+    );
+    assert_eq!(done.output, b"hello");
+    // A small first slice: the rest on another thread, with progress from there.
+    let Begun::Going(started) = start(&module, b"300000", 10_000) else {
+        panic!("10k fuel is not enough for the sieve")
+    };
+    let finished = std::thread::spawn(move || {
+        let mut reports = 0;
+        let outcome = started.finish(&mut |_| reports += 1);
+        (outcome, reports)
+    });
+    let (outcome, reports) = finished.join().expect("the other thread");
+    assert_eq!(outcome.status, ExecStatus::Completed, "{outcome:?}");
+    assert_eq!((outcome.fuel_used, &outcome.output), (whole.fuel_used, &whole.output));
+    assert_eq!(outcome.slices, whole.slices + 1, "one small slice, then the usual ones");
+    assert!(reports as u64 >= whole.slices, "progress after each slice: {reports}");
+    // A hostile module started this way is held to the same limits: an endless loop runs out of fuel.
+    let endless = wat(
+        r#"(module (memory (export "memory") 1) (func (export "run") (result i32) (loop (br 0)) (i32.const 0)))"#,
+    );
+    let tight = SandboxLimits { fuel: 2_000_000, slice_fuel: 500_000, ..SandboxLimits::default() };
+    let admitted = sandbox.admit(&endless, "run").expect("admitted");
+    let Begun::Going(started) = sandbox.start(admitted, Arc::from(&b""[..]), tight, Arc::default(), 1_000)
+    else {
+        panic!("an endless loop does not end in its first slice")
+    };
+    failed(&started.finish(&mut |_| {}), FailureReason::CpuTimeout, ErrorCode::J004);
 }
 
 #[test]

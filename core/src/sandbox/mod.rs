@@ -17,12 +17,16 @@ mod abi;
 mod admission;
 mod limits;
 
+use std::borrow::Borrow;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use wasmi::{CompilationMode, Config, EnforcedLimits, Engine, Linker, Store, TypedResumableCall};
+use wasmi::{
+    CompilationMode, Config, EnforcedLimits, Engine, Linker, Store, TypedResumableCall,
+    TypedResumableCallOutOfFuel,
+};
 
 pub use abi::{IMPORT_MODULE, IMPORTS, LogLine};
 pub use admission::AdmittedModule;
@@ -91,6 +95,33 @@ impl Sandbox {
         Execution::new(module, input, limits, control).run(on_progress)
     }
 
+    /// Begins a run on this thread with a first slice of at most `first_slice_fuel`: a short job
+    /// ends within it, and the caller is spared handing it to another thread. A longer one comes
+    /// back [`Begun::Going`], to [`Started::finish`] on a thread that may block. Fuel used is the
+    /// same either way (see `tests/sandbox.rs`).
+    pub fn start(
+        &self,
+        module: AdmittedModule,
+        input: Arc<[u8]>,
+        limits: SandboxLimits,
+        control: Arc<Control>,
+        first_slice_fuel: u64,
+    ) -> Begun {
+        let mut run = Execution::new(module, input, limits, control);
+        run.slice_fuel = first_slice_fuel.clamp(1, run.limits().slice_fuel.max(1));
+        let call = match run.begin() {
+            Ok(call) => call,
+            Err(end) => return Begun::Done(run.outcome(end)),
+        };
+        match run.drive(call, &mut |_| {}, true) {
+            Step::End(end) => Begun::Done(run.outcome(end)),
+            Step::HandOff(pending) => {
+                run.slice_fuel = run.limits().slice_fuel;
+                Begun::Going(Box::new(Started { run, pending }))
+            }
+        }
+    }
+
     /// Runs an admitted module on a new thread. Progress arrives on the handle's channel.
     pub fn spawn(
         self: &Arc<Self>,
@@ -111,6 +142,34 @@ impl Sandbox {
             })
             .map_err(|e| e.to_string());
         RunHandle { control, progress, thread }
+    }
+}
+
+/// How [`Sandbox::start`] left a run.
+#[allow(missing_debug_implementations)]
+pub enum Begun {
+    /// It ended within its first slice.
+    Done(Outcome),
+    /// It needs more fuel: finish it on a thread that may block.
+    Going(Box<Started>),
+}
+
+/// A run that has had its first slice, to go on wherever [`Started::finish`] is called.
+#[allow(missing_debug_implementations)]
+pub struct Started {
+    run: Execution<AdmittedModule, SandboxLimits, Arc<Control>>,
+    pending: TypedResumableCallOutOfFuel<i32>,
+}
+
+impl Started {
+    /// Runs the rest to the end on this thread.
+    pub fn finish(self: Box<Self>, on_progress: &mut dyn FnMut(&Progress)) -> Outcome {
+        let Started { mut run, pending } = *self;
+        let call = Ok(TypedResumableCall::OutOfFuel(pending));
+        match run.drive(call, on_progress, false) {
+            Step::End(end) => run.outcome(end),
+            Step::HandOff(_) => unreachable!("handed off only when asked to"),
+        }
     }
 }
 
@@ -258,12 +317,16 @@ impl Outcome {
     }
 }
 
-/// One run of one module: the store, the fuel account and the slice loop.
-struct Execution<'a> {
-    module: &'a AdmittedModule,
+/// One run of one module: the store, the fuel account and the slice loop. It borrows or owns its
+/// module, limits and control (`Sandbox::execute` borrows; a [`Started`] run owns them, so it can
+/// go on on another thread).
+struct Execution<M, L, C> {
+    module: M,
     store: Store<HostState>,
-    limits: &'a SandboxLimits,
-    control: &'a Control,
+    limits: L,
+    control: C,
+    /// The most fuel one slice gets (the limits' `slice_fuel`, or less for a first slice).
+    slice_fuel: u64,
     /// Fuel handed to wasmi and not yet accounted for.
     fuel_given: u64,
     fuel_used: u64,
@@ -277,20 +340,24 @@ enum End {
     Cancelled,
 }
 
-impl<'a> Execution<'a> {
-    fn new(
-        module: &'a AdmittedModule,
-        input: Arc<[u8]>,
-        limits: &'a SandboxLimits,
-        control: &'a Control,
-    ) -> Self {
-        let mut store = Store::new(module.module.engine(), HostState::new(input, limits));
+/// Where the slice loop stopped.
+enum Step {
+    End(End),
+    /// Out of fuel after a first slice, to go on elsewhere ([`Sandbox::start`]).
+    HandOff(TypedResumableCallOutOfFuel<i32>),
+}
+
+impl<M: Borrow<AdmittedModule>, L: Borrow<SandboxLimits>, C: Borrow<Control>> Execution<M, L, C> {
+    fn new(module: M, input: Arc<[u8]>, limits: L, control: C) -> Self {
+        let mut store = Store::new(module.borrow().module.engine(), HostState::new(input, limits.borrow()));
         store.limiter(|state| &mut state.limiter);
+        let slice_fuel = limits.borrow().slice_fuel;
         Self {
             module,
             store,
             limits,
             control,
+            slice_fuel,
             fuel_given: 0,
             fuel_used: 0,
             slices: 0,
@@ -298,8 +365,23 @@ impl<'a> Execution<'a> {
         }
     }
 
+    fn limits(&self) -> &SandboxLimits {
+        self.limits.borrow()
+    }
+
     fn run(mut self, on_progress: &mut dyn FnMut(&Progress)) -> Outcome {
-        let end = self.run_to_end(on_progress);
+        let end = match self.begin() {
+            Ok(call) => match self.drive(call, on_progress, false) {
+                Step::End(end) => end,
+                Step::HandOff(_) => unreachable!("handed off only when asked to"),
+            },
+            Err(end) => end,
+        };
+        self.outcome(end)
+    }
+
+    /// What the run came to.
+    fn outcome(mut self, end: End) -> Outcome {
         self.settle_fuel();
         let memory_now =
             self.store.data().memory.map_or(0, |m| m.size(&self.store) * crate::spec::WASM_PAGE_BYTES);
@@ -362,11 +444,12 @@ impl<'a> Execution<'a> {
     /// Hands wasmi its next slice: at least `required`, at most what the budget has left.
     fn refuel(&mut self, required: u64) -> bool {
         self.settle_fuel();
-        let remaining = self.limits.fuel.saturating_sub(self.fuel_used);
-        let slice = self.limits.slice_fuel.max(required).min(remaining);
+        let remaining = self.limits().fuel.saturating_sub(self.fuel_used);
+        let slice = self.slice_fuel.max(required).min(remaining);
         if slice == 0 || slice < required {
             return false;
         }
+        self.slices += 1;
         self.fuel_given = slice;
         self.store.set_fuel(slice).is_ok()
     }
@@ -375,60 +458,75 @@ impl<'a> Execution<'a> {
         let state = self.store.data();
         Progress {
             fuel_used: self.fuel_used,
-            fuel_budget: self.limits.fuel,
+            fuel_budget: self.limits().fuel,
             permille: state.progress,
             output_bytes: state.output.len() as u64,
             paused,
         }
     }
 
-    fn run_to_end(&mut self, on_progress: &mut dyn FnMut(&Progress)) -> End {
+    /// Instantiates the module and calls its entry with a first slice of fuel.
+    fn begin(&mut self) -> Result<Result<TypedResumableCall<i32>, wasmi::Error>, End> {
         if !self.refuel(0) {
-            return self.out_of_fuel();
+            return Err(self.out_of_fuel());
         }
-        let instance = match self.module.linker.instantiate_and_start(&mut self.store, &self.module.module) {
+        let module = self.module.borrow();
+        let instance = match module.linker.instantiate_and_start(&mut self.store, &module.module) {
             Ok(instance) => instance,
-            Err(e) => return self.instantiation_failed(e),
+            Err(e) => return Err(self.instantiation_failed(e)),
         };
         let memory = instance.get_memory(&self.store, "memory");
         self.store.data_mut().memory = memory;
-        let Ok(entry) = instance.get_typed_func::<(), i32>(&self.store, &self.module.entry) else {
+        let Ok(entry) = instance.get_typed_func::<(), i32>(&self.store, &self.module.borrow().entry) else {
             // Admission checked the export and its type.
-            return End::Failed(
+            return Err(End::Failed(
                 FailureReason::CrashOrPanic,
                 Problem::new(ErrorCode::J001, "runtime.function", "the entry function disappeared"),
-            );
+            ));
         };
-        let mut call = entry.call_resumable(&mut self.store, ());
+        Ok(entry.call_resumable(&mut self.store, ()))
+    }
+
+    /// The slice loop: between slices, progress, the control and the deadline. With `hand_off`,
+    /// returns at the first slice's end instead.
+    fn drive(
+        &mut self,
+        mut call: Result<TypedResumableCall<i32>, wasmi::Error>,
+        on_progress: &mut dyn FnMut(&Progress),
+        hand_off: bool,
+    ) -> Step {
         loop {
-            self.slices += 1;
             match call {
-                Ok(TypedResumableCall::Finished(code)) => return End::Returned(code),
+                Ok(TypedResumableCall::Finished(code)) => return Step::End(End::Returned(code)),
                 Ok(TypedResumableCall::OutOfFuel(pending)) => {
+                    if hand_off {
+                        return Step::HandOff(pending);
+                    }
                     self.settle_fuel();
                     on_progress(&self.progress(false));
-                    let control = self.control;
-                    let stop = control.checkpoint(|paused| on_progress(&self.progress(paused)));
+                    let stop = self.control.borrow().checkpoint(|paused| on_progress(&self.progress(paused)));
                     if stop {
-                        return End::Cancelled;
+                        return Step::End(End::Cancelled);
                     }
-                    if self.limits.deadline.is_some_and(|d| Instant::now() >= d) {
-                        return End::Failed(
+                    if self.limits().deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Step::End(End::Failed(
                             FailureReason::DeadlineExceeded,
                             Problem::new(
                                 ErrorCode::J010,
                                 "deadline",
                                 "the job's deadline passed while it ran: extend the deadline or make the job smaller",
                             ),
-                        );
+                        ));
                     }
                     if !self.refuel(pending.required_fuel()) {
-                        return self.out_of_fuel();
+                        return Step::End(self.out_of_fuel());
                     }
                     call = pending.resume(&mut self.store);
                 }
-                Ok(TypedResumableCall::HostTrap(pending)) => return self.host_stopped(pending.host_error()),
-                Err(e) => return self.trapped(&e),
+                Ok(TypedResumableCall::HostTrap(pending)) => {
+                    return Step::End(self.host_stopped(pending.host_error()));
+                }
+                Err(e) => return Step::End(self.trapped(&e)),
             }
         }
     }
@@ -442,14 +540,14 @@ impl<'a> Execution<'a> {
                 format!(
                     "the job used its whole fuel budget ({} fuel) without finishing: raise estimated_cpu_hours \
                      if it is meant to run longer, or look for an endless loop",
-                    self.limits.fuel
+                    self.limits().fuel
                 ),
             ),
         )
     }
 
     fn memory_exhausted(&self, asked: Option<u64>) -> End {
-        let cap = self.limits.memory_bytes;
+        let cap = self.limits().memory_bytes;
         let asked = asked.map_or_else(String::new, |a| format!(" (it asked for {} KiB)", a / 1024));
         End::Failed(
             FailureReason::OutOfMemory,
@@ -486,7 +584,8 @@ impl<'a> Execution<'a> {
                     "",
                     format!(
                         "the job wrote more than the {}-byte output cap; the first {} bytes are kept",
-                        self.limits.max_output_bytes, self.limits.max_output_bytes
+                        self.limits().max_output_bytes,
+                        self.limits().max_output_bytes
                     ),
                 ),
             ),
@@ -514,7 +613,7 @@ impl<'a> Execution<'a> {
                     format!(
                         "the job trapped: call stack exhausted (more than {} nested calls); look for unbounded \
                          recursion",
-                        self.limits.max_recursion_depth
+                        self.limits().max_recursion_depth
                     ),
                 ),
             ),
