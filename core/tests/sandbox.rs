@@ -171,6 +171,42 @@ fn a_started_job_ends_in_its_first_slice_or_goes_on_on_another_thread_the_same()
     failed(&started.finish(&mut |_| {}), FailureReason::CpuTimeout, ErrorCode::J004);
 }
 
+/// A node reuses the module it admitted last for the next job of that module; each run still
+/// starts from a fresh instance (globals and memory as the module defines them), and another
+/// module or entry is admitted anew.
+#[test]
+fn a_module_admitted_by_cid_is_reused_but_each_run_starts_fresh() {
+    let counter = module(
+        r#"(global $runs (mut i32) (i32.const 0))
+           (func (export "run") (result i32)
+             (global.set $runs (i32.add (global.get $runs) (i32.const 1)))
+             (i32.store8 (i32.const 100) (i32.add (i32.load8_u (i32.const 100)) (global.get $runs)))
+             (drop (call $put_output (i32.const 100) (i32.const 1)))
+             (i32.const 0))
+           (func (export "other") (result i32) (i32.const 0))"#,
+    );
+    let cid = icn_mesh_core::dag::blob_cid(&counter);
+    let limits = SandboxLimits::default();
+    let sandbox = Sandbox::new(&limits);
+    let first = sandbox.admit_by_cid(&cid, &counter, "run").expect("admitted");
+    // The bytes are not even looked at when the CID is the one kept.
+    let again = sandbox.admit_by_cid(&cid, b"not wasm", "run").expect("reused");
+    for admitted in [&first, &again, &first] {
+        let outcome =
+            sandbox.execute(admitted, Arc::from(&b""[..]), &limits, &Control::default(), &mut |_| {});
+        assert_eq!(outcome.output, [1], "each run starts from the module's own state");
+    }
+    // Another entry, or another module under another CID, is admitted (and checked) anew.
+    assert_eq!(sandbox.admit_by_cid(&cid, &counter, "other").expect("admitted").entry(), "other");
+    let echo = example("echo");
+    let wrong = sandbox.admit_by_cid(&icn_mesh_core::dag::blob_cid(b"junk"), b"junk", "run");
+    assert_eq!(wrong.expect_err("junk is refused").code, ErrorCode::J001);
+    assert_eq!(
+        sandbox.admit_by_cid(&icn_mesh_core::dag::blob_cid(&echo), &echo, "run").expect("echo").entry(),
+        "run"
+    );
+}
+
 #[test]
 fn nan_bits_are_canonical() {
     // x86 produces the negative quiet NaN 0xFFC00000 for 0/0; ARM gives 0x7FC00000. The sandbox must

@@ -686,14 +686,16 @@ impl ExecutorNode {
         if run.module.len() > INLINE_MODULE_BYTES {
             // A large module's admission (validation, compilation) is long in itself: all of it there.
             tokio::task::spawn_blocking(move || {
-                let outcome = sandbox.admit(&run.module, &entry).map(|admitted| {
-                    sandbox.execute(&admitted, Arc::from(input), &limits, &control, &mut run.progress())
-                });
+                let outcome =
+                    sandbox.admit_by_cid(&run.job.payload.module, &run.module, &entry).map(|admitted| {
+                        sandbox.execute(&admitted, Arc::from(input), &limits, &control, &mut run.progress())
+                    });
                 run.report(outcome);
             });
             return;
         }
-        let admitted = match sandbox.admit(&run.module, &entry) {
+        // The award handler checked the module's bytes against the job's module CID.
+        let admitted = match sandbox.admit_by_cid(&run.job.payload.module, &run.module, &entry) {
             Ok(admitted) => admitted,
             Err(problem) => return run.report(Err(problem)),
         };
