@@ -1,8 +1,8 @@
 //! Executor messages on their way to the state: verified off the lock, applied in batches.
 //!
 //! An executor's session has the records its messages carry decoded and verified (the costly part,
-//! about 40 µs of ed25519 each) by a [`VerifyPool`] — threads beside the runtime's one, so several
-//! sessions' records are verified at once while the runtime applies earlier ones — and queues them
+//! about 40 µs of ed25519 each) by a [`VerifyPool`] — where they arrive when a few wait, by threads
+//! beside the runtime's one in a flood, so the runtime applies earlier ones meanwhile — and queues them
 //! with its joins and departures; one task drains the queue and applies everything waiting in one
 //! commit. Under load a commit covers many events (fewer commits, and fewer pages for the next flush to write); when the
 //! mesh is quiet an event is applied the moment it arrives. One queue keeps each executor's events
