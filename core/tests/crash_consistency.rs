@@ -2,7 +2,7 @@
 //! record whose commit had returned, each intact and verifiable.
 //!
 //! The writer is this same test binary, re-run with `ICN_CRASH_WRITER` set: it writes signed records
-//! as fast as it can and prints each CID once its commit has returned — or, under group commit (the
+//! as fast as it can (single puts, batches and units in turn) and prints each CID once its commit has returned — or, under group commit (the
 //! coordinator's mode), once a flush of the redo log after its commit has returned; the reopened
 //! store then holds them by replaying that log.
 
@@ -43,10 +43,17 @@ fn write_forever(path: &Path, grouped: bool) -> ! {
     for n in 0.. {
         let record =
             SignedRecord::sign(Tick { n, padding: "x".repeat((n % 5000) as usize) }, &key).expect("sign");
-        // Alternate single puts and batches so both commit paths are killed mid-way.
-        if n % 2 == 0 {
+        // Rotate single puts, batches and units (under group commit a unit parks redb's
+        // transaction for the next one, see `Db::unit`) so every commit path is killed mid-way.
+        if n % 3 == 0 {
             store.put_blob(format!("blob {n}").as_bytes()).expect("blob");
             store.put_record(&record, None).expect("record");
+        } else if n % 3 == 2 {
+            db.unit(|| {
+                store.put_blob(format!("blob {n}").as_bytes()).expect("blob");
+                store.put_record(&record, None).expect("record");
+            })
+            .expect("unit");
         } else {
             let mut batch = store.batch().expect("batch");
             batch.put_blob(format!("blob {n}").as_bytes()).expect("blob");
