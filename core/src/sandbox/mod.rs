@@ -139,9 +139,9 @@ impl Sandbox {
             Ok(call) => call,
             Err(end) => return Begun::Done(run.outcome(end)),
         };
-        match run.drive(call, &mut |_| {}, true) {
-            Step::End(end) => Begun::Done(run.outcome(end)),
-            Step::HandOff(pending) => {
+        match run.ended(call) {
+            Slice::Ended(end) => Begun::Done(run.outcome(end)),
+            Slice::OutOfFuel(pending) => {
                 run.slice_fuel = run.limits().slice_fuel;
                 Begun::Going(Box::new(Started { run, pending }))
             }
@@ -191,11 +191,8 @@ impl Started {
     /// Runs the rest to the end on this thread.
     pub fn finish(self: Box<Self>, on_progress: &mut dyn FnMut(&Progress)) -> Outcome {
         let Started { mut run, pending } = *self;
-        let call = Ok(TypedResumableCall::OutOfFuel(pending));
-        match run.drive(call, on_progress, false) {
-            Step::End(end) => run.outcome(end),
-            Step::HandOff(_) => unreachable!("handed off only when asked to"),
-        }
+        let end = run.go_on(pending, on_progress);
+        run.outcome(end)
     }
 }
 
@@ -366,11 +363,11 @@ enum End {
     Cancelled,
 }
 
-/// Where the slice loop stopped.
-enum Step {
-    End(End),
-    /// Out of fuel after a first slice, to go on elsewhere ([`Sandbox::start`]).
-    HandOff(TypedResumableCallOutOfFuel<i32>),
+/// How one slice of a call ended.
+enum Slice {
+    Ended(End),
+    /// Out of the slice's fuel: resume it with more.
+    OutOfFuel(TypedResumableCallOutOfFuel<i32>),
 }
 
 impl<M: Borrow<AdmittedModule>, L: Borrow<SandboxLimits>, C: Borrow<Control>> Execution<M, L, C> {
@@ -396,12 +393,9 @@ impl<M: Borrow<AdmittedModule>, L: Borrow<SandboxLimits>, C: Borrow<Control>> Ex
     }
 
     fn run(mut self, on_progress: &mut dyn FnMut(&Progress)) -> Outcome {
-        let end = match self.begin() {
-            Ok(call) => match self.drive(call, on_progress, false) {
-                Step::End(end) => end,
-                Step::HandOff(_) => unreachable!("handed off only when asked to"),
-            },
-            Err(end) => end,
+        let end = match self.begin().map(|call| self.ended(call)) {
+            Ok(Slice::OutOfFuel(pending)) => self.go_on(pending, on_progress),
+            Ok(Slice::Ended(end)) | Err(end) => end,
         };
         self.outcome(end)
     }
@@ -513,47 +507,50 @@ impl<M: Borrow<AdmittedModule>, L: Borrow<SandboxLimits>, C: Borrow<Control>> Ex
         Ok(entry.call_resumable(&mut self.store, ()))
     }
 
-    /// The slice loop: between slices, progress, the control and the deadline. With `hand_off`,
-    /// returns at the first slice's end instead.
-    fn drive(
-        &mut self,
-        mut call: Result<TypedResumableCall<i32>, wasmi::Error>,
-        on_progress: &mut dyn FnMut(&Progress),
-        hand_off: bool,
-    ) -> Step {
-        loop {
-            match call {
-                Ok(TypedResumableCall::Finished(code)) => return Step::End(End::Returned(code)),
-                Ok(TypedResumableCall::OutOfFuel(pending)) => {
-                    if hand_off {
-                        return Step::HandOff(pending);
-                    }
-                    self.settle_fuel();
-                    on_progress(&self.progress(false));
-                    let stop = self.control.borrow().checkpoint(|paused| on_progress(&self.progress(paused)));
-                    if stop {
-                        return Step::End(End::Cancelled);
-                    }
-                    if self.limits().deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Step::End(End::Failed(
-                            FailureReason::DeadlineExceeded,
-                            Problem::new(
-                                ErrorCode::J010,
-                                "deadline",
-                                "the job's deadline passed while it ran: extend the deadline or make the job smaller",
-                            ),
-                        ));
-                    }
-                    if !self.refuel(pending.required_fuel()) {
-                        return Step::End(self.out_of_fuel());
-                    }
-                    call = pending.resume(&mut self.store);
-                }
-                Ok(TypedResumableCall::HostTrap(pending)) => {
-                    return Step::End(self.host_stopped(pending.host_error()));
-                }
-                Err(e) => return Step::End(self.trapped(&e)),
+    /// How a call ended, or the call to resume if it ran out of its slice's fuel.
+    fn ended(&self, call: Result<TypedResumableCall<i32>, wasmi::Error>) -> Slice {
+        match call {
+            Ok(TypedResumableCall::Finished(code)) => Slice::Ended(End::Returned(code)),
+            Ok(TypedResumableCall::OutOfFuel(pending)) => Slice::OutOfFuel(pending),
+            Ok(TypedResumableCall::HostTrap(pending)) => {
+                Slice::Ended(self.host_stopped(pending.host_error()))
             }
+            Err(e) => Slice::Ended(self.trapped(&e)),
+        }
+    }
+
+    /// The slice loop, from a call out of fuel: between slices, progress, the control and the
+    /// deadline, then the next slice.
+    fn go_on(
+        &mut self,
+        mut pending: TypedResumableCallOutOfFuel<i32>,
+        on_progress: &mut dyn FnMut(&Progress),
+    ) -> End {
+        loop {
+            self.settle_fuel();
+            on_progress(&self.progress(false));
+            let stop = self.control.borrow().checkpoint(|paused| on_progress(&self.progress(paused)));
+            if stop {
+                return End::Cancelled;
+            }
+            if self.limits().deadline.is_some_and(|d| Instant::now() >= d) {
+                return End::Failed(
+                    FailureReason::DeadlineExceeded,
+                    Problem::new(
+                        ErrorCode::J010,
+                        "deadline",
+                        "the job's deadline passed while it ran: extend the deadline or make the job smaller",
+                    ),
+                );
+            }
+            if !self.refuel(pending.required_fuel()) {
+                return self.out_of_fuel();
+            }
+            let call = pending.resume(&mut self.store);
+            pending = match self.ended(call) {
+                Slice::Ended(end) => return end,
+                Slice::OutOfFuel(pending) => pending,
+            };
         }
     }
 

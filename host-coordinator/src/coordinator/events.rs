@@ -103,12 +103,6 @@ struct Queue {
 
 type PoolJob = (FromExecutor, tokio::sync::oneshot::Sender<Checked>);
 
-impl Shared {
-    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 impl VerifyPool {
     /// As many verifier threads as there are cores besides the runtime's (at least one, at most
     /// four): a verifier more than that takes the core the runtime applies events on (on 2 cores,
@@ -179,6 +173,10 @@ impl VerifyPool {
 }
 
 impl Shared {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The next message for a verifier thread; `None` once the pool is dropped.
     fn next_job(&self) -> Option<PoolJob> {
         let mut queue = self.queue();
