@@ -191,12 +191,12 @@ struct Parts {
 
 impl Parts {
     /// The critical path of a trivial job under redundancy None with four executors:
-    /// 3 round trips (client↔coordinator, offer→bid, award→result); 6 signatures (job, bid, award,
-    /// result, validation, receipt); 8 verifications (the job by the coordinator and by the winner,
+    /// 3 round trips (client↔coordinator, offer→bid, award→result); 5 signatures (job, bid, award,
+    /// result, receipt: under None nobody validates, so there is no validation record); 8 verifications (the job by the coordinator and by the winner,
     /// four bids in turn by the coordinator, the award, the result); 2 fsyncs (the job recorded with
     /// its budget lock, the settlement); one wasm start.
     fn critical_path(&self) -> Duration {
-        self.round_trip * 3 + self.sign * 6 + self.verify * 8 + self.fsync * 2 + self.wasm_start
+        self.round_trip * 3 + self.sign * 5 + self.verify * 8 + self.fsync * 2 + self.wasm_start
     }
 }
 
@@ -314,7 +314,7 @@ fn latency(quick: bool) {
     println!("(submit → final report, sent once the receipts are durable)");
     println!("{:<34} {:>10}", "part (median, this run)", "µs");
     println!("{:<34} {:>10.1}", "QUIC round trip (×3)", us(parts.round_trip));
-    println!("{:<34} {:>10.1}", "ed25519 sign of a record (×6)", us(parts.sign));
+    println!("{:<34} {:>10.1}", "ed25519 sign of a record (×5)", us(parts.sign));
     println!("{:<34} {:>10.1}", "verify of a record (×8)", us(parts.verify));
     println!("{:<34} {:>10.1}", "fsync (store flush) (×2)", us(parts.fsync));
     println!("{:<34} {:>10.1}", "wasm admit + run echo (×1)", us(parts.wasm_start));

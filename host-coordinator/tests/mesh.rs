@@ -192,6 +192,9 @@ fn the_script_facing_contract_holds_between_processes() {
     let (code, shown, err) = run(&["dag", "show", &receipt, "--data", &d("coord"), "--json"]);
     assert_eq!(code, 0, "dag show on a live coordinator's store: {err}");
     assert_eq!(shown[0]["kind"], "receipt", "{shown:?}");
+    // Under redundancy None nobody validates: the receipt links the result, and no validation record.
+    assert!(shown[0]["payload"]["result"]["/"].is_string(), "{shown:?}");
+    assert!(shown[0]["payload"]["validation"].is_null(), "{shown:?}");
     let exported = |dir: &str| {
         Command::new(icn()).args(["dag", "export", &receipt, "--data", dir]).output().is_ok_and(|o| {
             o.status.success() && icn_mesh_core::dag::record_cid(&o.stdout).to_string() == receipt

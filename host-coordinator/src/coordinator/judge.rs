@@ -299,6 +299,12 @@ impl State {
             }
             _ => (Judgement::Rejected, Vec::new(), job.results.keys().cloned().collect()),
         };
+        // Under None nobody validates (§5.1: the single executor is trusted), so there is no
+        // judgement to sign: the receipt links the result directly and says `validation: None`.
+        if redundancy == RedundancyLevel::None && judgement == Judgement::Accepted {
+            self.settle(cid, judgement, &paid_to, &outvoted, None, winner, now_ms);
+            return;
+        }
         let results: Vec<Cid> = job.results.values().map(|(r, _)| r.cid()).collect();
         let validation = ValidationRecord {
             job: cid,
