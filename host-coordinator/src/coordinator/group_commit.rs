@@ -1,65 +1,79 @@
 //! Group commit: the coordinator's writes commit without an fsync, and one flush (an `fdatasync` of
-//! the database's redo log, see `core::store`) makes every write so far durable at once. Whoever is about to tell a peer something it may rely on — "your job is
-//! recorded", a final report, a receipt — waits for a flush that covers it first; nothing else waits.
-//! Requests that arrive while a flush runs are served together by the next one, so under load one
-//! fsync covers many jobs, and when idle a lone request costs one fsync, as before.
+//! the database's redo log, see `core::store`) makes every write so far durable at once. Whoever is
+//! about to tell a peer something it may rely on — "your job is recorded", a final report, a
+//! receipt — waits for a flush that covers it first; nothing else waits. Requests that arrive while
+//! a flush runs are served together by the next one, so under load one fsync covers many jobs, and
+//! when idle a lone request costs one fsync, as before.
+//!
+//! The flusher is a thread of its own, not a task that hands each flush to tokio's blocking pool:
+//! the hand-off (a spawn, a wake of a pool thread, a wake back) cost as much CPU as the fsync's
+//! syscall and sat on every final report's path; a want is now one condvar signal, and the thread
+//! publishes what is durable through a watch channel, which wakes the waiting tasks directly.
 
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use icn_mesh_core::store::Db;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 #[derive(Debug)]
 pub struct GroupCommit {
     db: Db,
-    wanted: Notify,
-    durable: watch::Sender<u64>,
+    signal: Arc<Signal>,
+    durable: Arc<watch::Sender<u64>>,
+    flusher: Option<JoinHandle<()>>,
+}
+
+/// What the flusher waits for: a flush wanted, or the end.
+#[derive(Debug, Default)]
+struct Signal {
+    state: Mutex<Wanted>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Wanted {
+    flush: bool,
+    closed: bool,
+}
+
+impl Signal {
+    fn set(&self, f: impl FnOnce(&mut Wanted)) {
+        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
+        self.changed.notify_one();
+    }
+
+    /// Blocks until a flush is wanted (true, and the want is taken) or the end (false).
+    fn wait(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if state.closed {
+                return false;
+            }
+            if std::mem::take(&mut state.flush) {
+                return true;
+            }
+            state = self.changed.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
 }
 
 impl GroupCommit {
-    /// Switches `db` to group commit and starts the flusher on the current runtime.
-    pub fn start(db: Db) -> Arc<Self> {
+    /// Switches `db` to group commit and starts the flusher thread.
+    pub fn start(db: Db) -> std::io::Result<Arc<Self>> {
         // Everything written before this point was committed durably.
         let (durable, _) = watch::channel(db.written());
+        let durable = Arc::new(durable);
         db.group_commit();
-        let this = Arc::new(Self { db, wanted: Notify::new(), durable });
-        let flusher = Arc::clone(&this);
-        tokio::spawn(async move { flusher.run().await });
-        this
-    }
-
-    async fn run(&self) {
-        loop {
-            self.wanted.notified().await;
-            if self.db.written() <= *self.durable.borrow() {
-                // A request that an earlier flush already covered.
-                continue;
-            }
-            let db = self.db.clone();
-            let started = std::time::Instant::now();
-            match tokio::task::spawn_blocking(move || db.flush()).await {
-                Ok(Ok(covered)) => {
-                    tracing::debug!("flush covering {covered} writes took {:?}", started.elapsed());
-                    self.durable.send_replace(covered);
-                    // Once the log is long, redb takes it over (the waiters above are already free).
-                    let db = self.db.clone();
-                    match tokio::task::spawn_blocking(move || db.checkpoint_if_due()).await {
-                        Ok(Ok(true)) => tracing::debug!("checkpoint took {:?}", started.elapsed()),
-                        Ok(Ok(false)) => {}
-                        Ok(Err(e)) => tracing::error!("checkpointing the coordinator's database failed: {e}"),
-                        Err(e) => tracing::error!("checkpoint task: {e}"),
-                    }
-                }
-                Ok(Err(e)) => {
-                    // Nobody waiting is released: they are told nothing that is not on disk.
-                    tracing::error!("flushing the coordinator's database failed: {e}; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    self.wanted.notify_one();
-                }
-                Err(e) => tracing::error!("flush task: {e}"),
-            }
-        }
+        let signal = Arc::new(Signal::default());
+        let flusher = {
+            let (db, signal, durable) = (db.clone(), Arc::clone(&signal), Arc::clone(&durable));
+            std::thread::Builder::new()
+                .name("icn-flush".into())
+                .spawn(move || flush_loop(&db, &signal, &durable))?
+        };
+        Ok(Arc::new(Self { db, signal, durable, flusher: Some(flusher) }))
     }
 
     /// Returns once every write made before this call is durable.
@@ -69,7 +83,7 @@ impl GroupCommit {
         if *rx.borrow() >= need {
             return;
         }
-        self.wanted.notify_one();
+        self.signal.set(|w| w.flush = true);
         let _ = rx.wait_for(|covered| *covered >= need).await;
     }
 
@@ -77,7 +91,44 @@ impl GroupCommit {
     /// write stays volatile for long even when nobody waits for it).
     pub fn nudge(&self) {
         if *self.durable.borrow() < self.db.written() {
-            self.wanted.notify_one();
+            self.signal.set(|w| w.flush = true);
+        }
+    }
+}
+
+impl Drop for GroupCommit {
+    fn drop(&mut self) {
+        self.signal.set(|w| w.closed = true);
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.join();
+        }
+    }
+}
+
+fn flush_loop(db: &Db, signal: &Signal, durable: &watch::Sender<u64>) {
+    while signal.wait() {
+        if db.written() <= *durable.borrow() {
+            // A want that an earlier flush already covered.
+            continue;
+        }
+        let started = std::time::Instant::now();
+        match db.flush() {
+            Ok(covered) => {
+                tracing::debug!("flush covering {covered} writes took {:?}", started.elapsed());
+                durable.send_replace(covered);
+                // Once the log is long, redb takes it over (the waiters above are already free).
+                match db.checkpoint_if_due() {
+                    Ok(true) => tracing::debug!("checkpoint took {:?}", started.elapsed()),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!("checkpointing the coordinator's database failed: {e}"),
+                }
+            }
+            Err(e) => {
+                // Nobody waiting is released: they are told nothing that is not on disk.
+                tracing::error!("flushing the coordinator's database failed: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(100));
+                signal.set(|w| w.flush = true);
+            }
         }
     }
 }

@@ -126,7 +126,7 @@ pub async fn run(config: CoordinatorConfig, ready: impl FnOnce(&PeerAddr)) -> Re
             "{unfinished} job(s) were unfinished when the coordinator last stopped; they run again or are settled"
         );
     }
-    let group = GroupCommit::start(db);
+    let group = GroupCommit::start(db).map_err(|e| setup(format!("cannot start the flusher thread: {e}")))?;
     let events = apply_events(Arc::clone(&state));
     let verifier = Arc::new(VerifyPool::start(VerifyPool::threads()));
     let ticker = Arc::clone(&state);
