@@ -53,7 +53,7 @@ pub const DEFAULT_CHECKPOINT_BYTES: u64 = 16 << 20;
 
 /// Units that go on in one redb transaction before it commits (see the module documentation): it
 /// bounds the memory an uncommitted transaction holds.
-pub const MAX_PARKED_UNITS: u32 = 64;
+pub const MAX_PARKED_UNITS: u32 = 256;
 
 /// The sequence number of the last log entry the database holds (written by checkpoints only).
 const REDO: TableDefinition<&str, u64> = TableDefinition::new("redo_log");
