@@ -192,8 +192,9 @@ struct Keep {
 struct Unstored {
     store: Arc<Store>,
     blobs: Vec<Vec<u8>>,
-    /// (CID, the record's exact bytes, the job it belongs to).
-    records: Vec<(Cid, Vec<u8>, Option<Cid>)>,
+    /// (CID, the record's exact bytes). Not indexed by job: the node never looks records up by
+    /// job (the DAG links them), and the index cost a multimap insert per record.
+    records: Vec<(Cid, Vec<u8>)>,
     /// When the oldest of them arrived.
     since: Option<tokio::time::Instant>,
 }
@@ -203,8 +204,8 @@ impl Unstored {
         Self { store, blobs: Vec::new(), records: Vec::new(), since: None }
     }
 
-    fn record<T>(&mut self, record: &SignedRecord<T>, job: Option<Cid>) {
-        self.records.push((record.cid(), record.bytes().to_vec(), job));
+    fn record<T>(&mut self, record: &SignedRecord<T>) {
+        self.records.push((record.cid(), record.bytes().to_vec()));
         self.since.get_or_insert_with(tokio::time::Instant::now);
     }
 
@@ -216,11 +217,10 @@ impl Unstored {
     /// A finished run: module, job, award and result records (the output is queued by the caller,
     /// who may still need it).
     fn keep(&mut self, keep: Keep, result: &SignedRecord<ResultRecord>) {
-        let job = keep.job.cid();
         self.blob(keep.module);
-        self.record(&keep.job, Some(job));
-        self.record(&keep.award, Some(job));
-        self.record(result, Some(job));
+        self.record(&keep.job);
+        self.record(&keep.award);
+        self.record(result);
     }
 
     /// When they must be stored: [`STORE_DELAY`] after the oldest, or now once there are many.
@@ -243,8 +243,8 @@ impl Unstored {
                     for blob in self.blobs.drain(..) {
                         batch.put_blob(&blob)?;
                     }
-                    for (cid, bytes, job) in self.records.drain(..) {
-                        batch.put_record_bytes(cid, &bytes, job)?;
+                    for (cid, bytes) in self.records.drain(..) {
+                        batch.put_record_bytes(cid, &bytes, None)?;
                     }
                     batch.commit()
                 })
@@ -526,7 +526,7 @@ impl ExecutorNode {
                         };
                         let record = SignedRecord::sign(bid, &self.key)
                             .map_err(|e| NodeError::Protocol(format!("cannot sign a bid: {e}")))?;
-                        session.unstored.record(&record, Some(job.cid()));
+                        session.unstored.record(&record);
                         events(NodeEvent::Bid { job: job.cid(), price: terms.price });
                         if session.offered.len() == OFFERED_KEPT {
                             session.offered.pop_front();
@@ -598,7 +598,7 @@ impl ExecutorNode {
                 let receipt = SignedRecord::<ReceiptRecord>::decode(&bytes.0)
                     .map_err(|e| NodeError::Protocol(format!("receipt does not verify: {e}")))?;
                 if receipt.signer == coordinator.did {
-                    session.unstored.record(&receipt, Some(receipt.payload.job));
+                    session.unstored.record(&receipt);
                     events(NodeEvent::Receipt {
                         job: receipt.payload.job,
                         receipt: receipt.cid(),
@@ -617,7 +617,7 @@ impl ExecutorNode {
             }
             ToExecutor::Refused(bytes) => {
                 if let Ok(refusal) = SignedRecord::<RefusalRecord>::decode(&bytes.0) {
-                    session.unstored.record(&refusal, refusal.payload.job);
+                    session.unstored.record(&refusal);
                     events(NodeEvent::Refused { reason: refusal.payload.reason.clone() });
                 }
                 Ok(Vec::new())
@@ -826,6 +826,8 @@ mod tests {
     fn unstored_records_wait_their_delay_then_go_in_one_commit() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Store::open(&dir.path().join("store.redb")).expect("store"));
+        // As `icn node` runs it: every unit with writes appends to the log (`written` counts them).
+        store.db().group_commit();
         let key = Keypair::from_seed(&[7; 32]);
         let sign = |n| SignedRecord::sign(Note(n), &key).expect("sign");
         let mut unstored = Unstored::new(Arc::clone(&store));
@@ -833,7 +835,7 @@ mod tests {
 
         let before = Instant::now();
         let first = sign(0);
-        unstored.record(&first, Some(first.cid()));
+        unstored.record(&first);
         let due = unstored.due().expect("a timer");
         assert!(due >= before + STORE_DELAY && due <= Instant::now() + STORE_DELAY, "{due:?}");
 
@@ -842,22 +844,30 @@ mod tests {
         let rest: Vec<_> = (1..MAX_UNSTORED as u32 - 1).map(sign).collect();
         for (i, record) in rest.iter().enumerate() {
             assert!(unstored.due().expect("a timer") > Instant::now(), "due early at {i}");
-            unstored.record(record, Some(first.cid()));
+            unstored.record(record);
         }
         assert!(unstored.due().expect("a timer") <= Instant::now());
         assert_eq!(store.record(&first.cid()).expect("read"), None, "nothing stored before the timer");
 
+        let written = store.db().written();
         unstored.store();
         assert_eq!(unstored.due(), None);
-        assert_eq!(store.records_for_job(&first.cid()).expect("index").len(), MAX_UNSTORED - 1);
+        assert_eq!(store.db().written(), written + 1, "one unit, one log entry");
+        let stored = |records: &[&SignedRecord<Note>]| {
+            records.iter().all(|r| store.record(&r.cid()).expect("read").as_deref() == Some(r.bytes()))
+        };
+        let all: Vec<_> = std::iter::once(&first).chain(&rest).collect();
+        assert!(stored(&all), "every record stored");
         assert!(store.blob(&blob_cid(b"output")).expect("read").is_some());
         // Nothing left: storing again commits nothing and changes nothing.
+        let written = store.db().written();
         unstored.store();
-        assert_eq!(store.records_for_job(&first.cid()).expect("index").len(), MAX_UNSTORED - 1);
+        assert_eq!(store.db().written(), written, "an empty store commits nothing");
+        assert!(stored(&all));
 
         // Dropped (a stopped node's session), it stores what it holds.
         let last = sign(1000);
-        unstored.record(&last, None);
+        unstored.record(&last);
         drop(unstored);
         assert_eq!(store.record(&last.cid()).expect("read").as_deref(), Some(last.bytes()));
     }

@@ -25,7 +25,10 @@ pub use db::{
 const BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blobs");
 /// CID bytes -> record (DAG-CBOR envelope) bytes.
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
-/// Job record CID bytes -> CID bytes of every record about that job.
+/// Job record CID bytes -> CID bytes of the records stored with that job as their index key: a
+/// writer indexes only what it will look up by job (the coordinator: receipts and refusals, which a
+/// restart reads back; every other record is reached through the DAG's links), since each entry is
+/// a multimap insert at a random key.
 const BY_JOB: MultimapTableDefinition<&[u8], &[u8]> = MultimapTableDefinition::new("records_by_job");
 
 /// The store's tables, for [`DbOptions::tables`] (to replay the redo log).

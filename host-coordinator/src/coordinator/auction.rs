@@ -89,7 +89,7 @@ impl State {
             );
             return self.close_if_all_answered(cid, now_ms);
         }
-        let _ = self.store.put_record(&bid, Some(cid));
+        let _ = self.store.put_record(&bid, None);
         if let Some(job) = self.jobs.get_mut(&cid) {
             job.bidders.push(bid.signer.clone());
             job.bids.push(bid);
@@ -269,7 +269,7 @@ impl State {
         for did in losers {
             self.release_stake(&cid, &did, 0);
         }
-        let Some(award) = self.sign(award, Some(cid)) else { return };
+        let Some(award) = self.sign(award, None) else { return };
         let reveal_first = n_exec + n_valid > 1;
         for did in executors.iter().chain(&validators) {
             // The silence clock starts with the award.

@@ -129,7 +129,7 @@ impl State {
         }
         if let Ok(mut batch) = self.store.batch() {
             let _ = batch.put_blob(&output.0);
-            let _ = batch.put_record(&record, Some(cid));
+            let _ = batch.put_record(&record, None);
             let _ = batch.commit();
         }
         job.results.insert(from.clone(), (record, output.0));
@@ -314,7 +314,7 @@ impl State {
             outvoted: outvoted.clone(),
             reason: format!("{redundancy}: {} of {total} agree", agreeing.len()),
         };
-        let validation = self.sign(validation, Some(cid));
+        let validation = self.sign(validation, None);
         self.settle(cid, judgement, &paid_to, &outvoted, validation.map(|v| v.cid()), winner, now_ms);
     }
 

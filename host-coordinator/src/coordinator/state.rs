@@ -174,6 +174,8 @@ impl State {
         })
     }
 
+    /// Signs and stores `payload`, indexed under `job` when given: only what a restart looks up by
+    /// job (receipts, refusals) is; the rest is reached through the DAG's links.
     pub(super) fn sign<T: icn_mesh_core::dag::RecordKind>(
         &self,
         payload: T,
@@ -293,7 +295,7 @@ impl State {
         if let Ok(mut batch) = self.store.batch() {
             let _ = batch.put_blob(&module.0);
             let _ = batch.put_blob(&input.0);
-            let _ = batch.put_record(&record, Some(cid));
+            let _ = batch.put_record(&record, None);
             let _ = batch.commit();
         }
         let job = Job {
