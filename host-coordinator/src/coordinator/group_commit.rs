@@ -132,3 +132,51 @@ fn flush_loop(db: &Db, signal: &Signal, durable: &watch::Sender<u64>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use icn_mesh_core::store::Store;
+
+    #[test]
+    fn every_waiter_is_released_by_a_flush_and_the_flusher_ends_with_the_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("store.redb");
+        let db = crate::coordinator::open_db(&path).expect("db");
+        let store = Arc::new(Store::within(db.clone()).expect("store"));
+        let group = GroupCommit::start(db.clone()).expect("flusher");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        let blobs: Vec<Vec<u8>> = (0u32..50).map(|n| n.to_be_bytes().to_vec()).collect();
+        local.block_on(&rt, async {
+            let waiters: Vec<_> = blobs
+                .iter()
+                .cloned()
+                .map(|blob| {
+                    let (store, group, db) = (Arc::clone(&store), Arc::clone(&group), db.clone());
+                    tokio::task::spawn_local(async move {
+                        store.put_blob(&blob).expect("put");
+                        let need = db.written();
+                        group.durable().await;
+                        // The flusher has published a flush covering this write.
+                        assert!(*group.durable.borrow() >= need);
+                    })
+                })
+                .collect();
+            let all = async {
+                for w in waiters {
+                    w.await.expect("waiter");
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(10), all).await.expect("every waiter released");
+        });
+        // Dropping the group ends its thread, which releases its handle on the database: the file
+        // opens again (redb refuses a file another handle holds) with every blob in it.
+        drop((group, store, db));
+        let reopened = Store::within(crate::coordinator::open_db(&path).expect("reopens")).expect("store");
+        for blob in &blobs {
+            let cid = icn_mesh_core::dag::blob_cid(blob);
+            assert_eq!(reopened.blob(&cid).expect("read").as_deref(), Some(blob.as_slice()));
+        }
+    }
+}
