@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use icn_mesh_core::spec::Mana;
-use icn_mesh_core::store::{Db, Logged, LoggedTable, Table};
+use icn_mesh_core::store::{Db, Logged, LoggedTable, Table, Tx};
 use redb::{ReadableTable, TableDefinition};
 use serde::Serialize;
 
@@ -161,10 +161,11 @@ impl RedbLedger {
     }
 
     /// Runs `change` in one transaction; with an `op`, once: skipped if `op` was applied before,
-    /// and `op` recorded with the change. The four tables are opened once for it (in redb each open
-    /// is a lookup and, for a write, a root update). `change` checks everything before it writes
-    /// anything, so an error leaves no trace even inside a [`Db::unit`] (where dropping the
-    /// transaction does not roll back).
+    /// and `op` recorded with the change. Each table is opened once for it, and only if it is used
+    /// (in redb each open is a lookup by name and, for a write, a root update: a stake, for one,
+    /// needs two tables of the four). `change` checks everything before it writes anything, so an
+    /// error leaves no trace even inside a [`Db::unit`] (where dropping the transaction does not
+    /// roll back).
     fn apply(
         &self,
         op: Option<&str>,
@@ -172,20 +173,15 @@ impl RedbLedger {
     ) -> Result<(), LedgerError> {
         let tx = self.db.begin_write()?;
         {
-            let mut tables = Tables {
-                accounts: tx.open_table(ACCOUNTS)?,
-                locks: tx.open_table(LOCKS)?,
-                applied: tx.open_table(APPLIED)?,
-                totals: tx.open_table(TOTALS)?,
-            };
+            let mut tables = Tables { tx: &tx, accounts: None, locks: None, applied: None, totals: None };
             if let Some(op) = op
-                && tables.applied.get(op)?.is_some()
+                && tables.applied()?.get(op)?.is_some()
             {
                 return Ok(());
             }
             change(&mut tables)?;
             if let Some(op) = op {
-                tables.applied.insert(op, ())?;
+                tables.applied()?.insert(op, ())?;
             }
         }
         tx.commit()?;
@@ -193,37 +189,66 @@ impl RedbLedger {
     }
 }
 
-/// The ledger's tables, open in one write transaction.
+/// The ledger's tables in one write transaction, each opened the first time it is used.
 struct Tables<'tx> {
-    accounts: Table<'tx, &'static str, [u8; 16]>,
-    locks: Table<'tx, &'static str, (&'static str, u64)>,
-    applied: Table<'tx, &'static str, ()>,
-    totals: Table<'tx, &'static str, u64>,
+    tx: &'tx Tx<'tx>,
+    accounts: Option<Table<'tx, &'static str, [u8; 16]>>,
+    locks: Option<Table<'tx, &'static str, (&'static str, u64)>>,
+    applied: Option<Table<'tx, &'static str, ()>>,
+    totals: Option<Table<'tx, &'static str, u64>>,
 }
 
-impl Tables<'_> {
-    fn account(&self, did: &str) -> Result<(Mana, Mana), LedgerError> {
-        Ok(self.accounts.get(did)?.map_or((0, 0), |v| unpack(v.value())))
+/// `slot`'s table, opened from `tx` if it is not yet.
+fn opened<'s, 'tx, K: redb::Key + 'static, V: redb::Value + 'static>(
+    tx: &'tx Tx<'tx>,
+    slot: &'s mut Option<Table<'tx, K, V>>,
+    def: TableDefinition<'_, K, V>,
+) -> Result<&'s mut Table<'tx, K, V>, LedgerError> {
+    Ok(match slot {
+        Some(table) => table,
+        None => slot.insert(tx.open_table(def)?),
+    })
+}
+
+impl<'tx> Tables<'tx> {
+    fn accounts(&mut self) -> Result<&mut Table<'tx, &'static str, [u8; 16]>, LedgerError> {
+        opened(self.tx, &mut self.accounts, ACCOUNTS)
+    }
+
+    fn locks(&mut self) -> Result<&mut Table<'tx, &'static str, (&'static str, u64)>, LedgerError> {
+        opened(self.tx, &mut self.locks, LOCKS)
+    }
+
+    fn applied(&mut self) -> Result<&mut Table<'tx, &'static str, ()>, LedgerError> {
+        opened(self.tx, &mut self.applied, APPLIED)
+    }
+
+    fn totals(&mut self) -> Result<&mut Table<'tx, &'static str, u64>, LedgerError> {
+        opened(self.tx, &mut self.totals, TOTALS)
+    }
+
+    fn account(&mut self, did: &str) -> Result<(Mana, Mana), LedgerError> {
+        Ok(self.accounts()?.get(did)?.map_or((0, 0), |v| unpack(v.value())))
     }
 
     fn put_account(&mut self, did: &str, balance: Mana, locked: Mana) -> Result<(), LedgerError> {
-        self.accounts.insert(did, pack(balance, locked))?;
+        self.accounts()?.insert(did, pack(balance, locked))?;
         Ok(())
     }
 
-    fn total_plus(&self, name: &str, amount: Mana) -> Result<Mana, LedgerError> {
-        let now = self.totals.get(name)?.map_or(0, |v| v.value());
+    fn total_plus(&mut self, name: &str, amount: Mana) -> Result<Mana, LedgerError> {
+        let now = self.totals()?.get(name)?.map_or(0, |v| v.value());
         now.checked_add(amount).ok_or(LedgerError::Overflow)
     }
 
     fn set_total(&mut self, name: &str, value: Mana) -> Result<(), LedgerError> {
-        self.totals.insert(name, value)?;
+        self.totals()?.insert(name, value)?;
         Ok(())
     }
 
     /// Moves `amount` of `did`'s balance into a new lock named `lock`.
     fn lock(&mut self, lock: &str, did: &str, amount: Mana) -> Result<(), LedgerError> {
-        if self.locks.get(lock)?.is_some() {
+        if self.locks()?.get(lock)?.is_some() {
             return Err(LedgerError::LockExists(lock.to_owned()));
         }
         let (balance, locked) = self.account(did)?;
@@ -235,7 +260,7 @@ impl Tables<'_> {
             });
         }
         self.put_account(did, balance - amount, locked.checked_add(amount).ok_or(LedgerError::Overflow)?)?;
-        self.locks.insert(lock, (did, amount))?;
+        self.locks()?.insert(lock, (did, amount))?;
         Ok(())
     }
 
@@ -243,7 +268,7 @@ impl Tables<'_> {
     fn resolve(&mut self, lock: &str, resolution: &Resolution) -> Result<(), LedgerError> {
         // Everything is computed and checked first; only then is anything written.
         let (owner, amount) = {
-            let Some(entry) = self.locks.get(lock)? else {
+            let Some(entry) = self.locks()?.get(lock)? else {
                 return Err(LedgerError::NoLock(lock.to_owned()));
             };
             let (owner, amount) = entry.value();
@@ -268,12 +293,19 @@ impl Tables<'_> {
             };
             accounts.insert(did, (balance.checked_add(*pay).ok_or(LedgerError::Overflow)?, locked));
         }
-        let sink = self.total_plus(SINK, resolution.slash)?;
-        self.locks.remove(lock)?;
+        // The sink moves only with a slash (most resolutions slash nothing).
+        let sink = match resolution.slash {
+            0 => None,
+            slash => Some(self.total_plus(SINK, slash)?),
+        };
+        self.locks()?.remove(lock)?;
         for (did, (balance, locked)) in accounts {
             self.put_account(did, balance, locked)?;
         }
-        self.set_total(SINK, sink)
+        match sink {
+            Some(sink) => self.set_total(SINK, sink),
+            None => Ok(()),
+        }
     }
 }
 
