@@ -333,6 +333,9 @@ async fn client_request(
             });
             tracing::trace!("submitted");
             let accepted = matches!(first, ClientReply::Accepted { .. });
+            // The offers go out first (their sessions' tasks are ready now), then the flush starts:
+            // no executor waits for the flusher's wake-up, which would take the core they need.
+            tokio::task::yield_now().await;
             // "Accepted" promises the job and its budget lock are recorded.
             group.durable().await;
             frame::write(&mut send, &first, MAX_MESSAGE_BYTES).await?;
