@@ -2,9 +2,9 @@
 //! record whose commit had returned, each intact and verifiable.
 //!
 //! The writer is this same test binary, re-run with `ICN_CRASH_WRITER` set: it writes signed records
-//! as fast as it can (single puts, batches and units in turn) and prints each CID once its commit has returned — or, under group commit (the
-//! coordinator's mode), once a flush of the redo log after its commit has returned; the reopened
-//! store then holds them by replaying that log.
+//! as fast as it can (single puts, batches and units in turn) and prints each CID once its commit
+//! has returned — or, under group commit (the coordinator's mode), once a flush of the redo log
+//! after its commit has returned; the reopened store then holds them by replaying that log.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;

@@ -40,8 +40,15 @@ struct Wanted {
 }
 
 impl Signal {
-    fn set(&self, f: impl FnOnce(&mut Wanted)) {
-        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
+    /// Asks for a flush.
+    fn want(&self) {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).flush = true;
+        self.changed.notify_one();
+    }
+
+    /// Ends the flusher.
+    fn close(&self) {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).closed = true;
         self.changed.notify_one();
     }
 
@@ -84,7 +91,7 @@ impl GroupCommit {
         if *rx.borrow() >= need {
             return;
         }
-        self.signal.set(|w| w.flush = true);
+        self.signal.want();
         let _ = rx.wait_for(|covered| *covered >= need).await;
     }
 
@@ -92,14 +99,14 @@ impl GroupCommit {
     /// write stays volatile for long even when nobody waits for it).
     pub fn nudge(&self) {
         if *self.durable.borrow() < self.db.written() {
-            self.signal.set(|w| w.flush = true);
+            self.signal.want();
         }
     }
 }
 
 impl Drop for GroupCommit {
     fn drop(&mut self) {
-        self.signal.set(|w| w.closed = true);
+        self.signal.close();
         if let Some(flusher) = self.flusher.take() {
             let _ = flusher.join();
         }
@@ -128,7 +135,7 @@ fn flush_loop(db: &Db, signal: &Signal, durable: &watch::Sender<u64>) {
                 // Nobody waiting is released: they are told nothing that is not on disk.
                 tracing::error!("flushing the coordinator's database failed: {e}; retrying");
                 std::thread::sleep(Duration::from_millis(100));
-                signal.set(|w| w.flush = true);
+                signal.want();
             }
         }
     }
