@@ -167,4 +167,53 @@ fn main() {
     println!("{:<28} {:>12.2}", "sum of parts (median)", per(s));
     println!("{:<28} {:>12.2}", "pipeline (median)", per(p));
     println!("{:<28} {:>12.3}   bar <= 1.2", "ratio", p.as_secs_f64() / s.as_secs_f64());
+    encoders(job);
+}
+
+/// The record encoder (`dag::cbor`) against serde_ipld_dagcbor, which it matches byte for byte,
+/// on a job body (the largest record, a nested spec) and a result body.
+fn encoders(job: Cid) {
+    let spec = icn_mesh_core::spec::JobSpec::from_json(include_str!("../../examples/specs/echo-ccl.json"))
+        .expect("spec");
+    let job_body = Body {
+        kind: "job".to_owned(),
+        protocol: 1,
+        payload: icn_mesh_core::records::JobRecord {
+            spec,
+            module: job,
+            input: Some(job),
+            submitted_at_ms: 1,
+        },
+    };
+    let result_body = Body { kind: "result".to_owned(), protocol: 1, payload: payload(1, job) };
+    const N: u32 = 20_000;
+    fn time<T: Serialize>(value: &T, encode: impl Fn(&T) -> Vec<u8>) -> f64 {
+        let start = Instant::now();
+        for _ in 0..N {
+            std::hint::black_box(encode(std::hint::black_box(value)));
+        }
+        start.elapsed().as_secs_f64() * 1e6 / f64::from(N)
+    }
+    println!("\nDAG-CBOR encoders, µs per body (median of 5)");
+    println!("{:<20} {:>18} {:>12}", "body", "serde_ipld_dagcbor", "dag::cbor");
+    for (name, reference, ours) in [
+        (
+            "job",
+            median_f(|| time(&job_body, |v| serde_ipld_dagcbor::to_vec(v).expect("encode"))),
+            median_f(|| time(&job_body, |v| icn_mesh_core::dag::cbor::to_vec(v).expect("encode"))),
+        ),
+        (
+            "result",
+            median_f(|| time(&result_body, |v| serde_ipld_dagcbor::to_vec(v).expect("encode"))),
+            median_f(|| time(&result_body, |v| icn_mesh_core::dag::cbor::to_vec(v).expect("encode"))),
+        ),
+    ] {
+        println!("{name:<20} {reference:>18.2} {ours:>12.2}");
+    }
+}
+
+fn median_f(f: impl Fn() -> f64) -> f64 {
+    let mut v: Vec<f64> = (0..5).map(|_| f()).collect();
+    v.sort_by(f64::total_cmp);
+    v[2]
 }

@@ -11,6 +11,8 @@
 //! kind and protocol version must be the expected ones and the signature must verify, so one record
 //! has exactly one CID and a signature over one kind of record never passes for another.
 
+pub mod cbor;
+
 use std::collections::BTreeMap;
 
 use cid::Cid;
@@ -203,7 +205,7 @@ fn collect_links(ipld: &Ipld, out: &mut Vec<Cid>) {
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, DagError> {
-    serde_ipld_dagcbor::to_vec(value).map_err(|e| DagError::Encode(e.to_string()))
+    cbor::to_vec(value).map_err(|e| DagError::Encode(e.to_string()))
 }
 
 /// Decodes an envelope and checks its bytes are canonical, returning the envelope and its body's
