@@ -105,7 +105,25 @@ pub const EXECUTOR_KEEPALIVE: std::time::Duration = std::time::Duration::from_se
 fn transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
+    acks_ride_on_answers(&mut t);
     Arc::new(t)
+}
+
+/// How many ack-eliciting packets a peer may hold unacknowledged before it must send an ACK of its
+/// own (QUIC's default: one, so every second packet is answered at once).
+pub const ACK_ELICITING_THRESHOLD: u32 = 16;
+
+/// Asks the peer (QUIC ACK frequency extension) to acknowledge at most every
+/// [`ACK_ELICITING_THRESHOLD`] + 1 packets or after its `max_ack_delay`, instead of every second
+/// packet. The protocol is request and answer: an executor answers an offer with a bid and an award
+/// with a result, and its ACK rides on the answer. With the default, a receipt followed by the next
+/// offer made the executor send an ACK-only datagram before its bid — a send on its side, a wake-up
+/// and a receive on the coordinator's, at the moment the job waits for that bid; on a phone, a
+/// wake-up of its radio for nothing.
+fn acks_ride_on_answers(t: &mut quinn::TransportConfig) {
+    let mut acks = quinn::AckFrequencyConfig::default();
+    acks.ack_eliciting_threshold(quinn::VarInt::from_u32(ACK_ELICITING_THRESHOLD));
+    t.ack_frequency_config(Some(acks));
 }
 
 /// A QUIC endpoint that accepts connections as `key` (and can also dial out).
@@ -161,6 +179,7 @@ pub async fn connect(
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
     t.keep_alive_interval(Some(EXECUTOR_KEEPALIVE));
+    acks_ride_on_answers(&mut t);
     connect_with(endpoint, key, peer, Arc::new(t)).await
 }
 
@@ -173,6 +192,7 @@ pub async fn connect_kept_alive(
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(quinn::VarInt::from_u32(60_000).into()));
     t.keep_alive_interval(Some(std::time::Duration::from_secs(15)));
+    acks_ride_on_answers(&mut t);
     connect_with(endpoint, key, peer, Arc::new(t)).await
 }
 
