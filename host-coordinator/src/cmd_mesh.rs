@@ -149,7 +149,11 @@ pub fn node(coordinator: &str, data: PathBuf, price_per_hour: u64, policy: Optio
             let mut connected = false;
             let mut log = |event: NodeEvent| {
                 connected |= matches!(event, NodeEvent::Connected { .. });
-                eprintln!("{}", describe(&event));
+                // One write a line: `eprintln!` writes the text and its newline separately, two
+                // system calls for each of the five lines a job gives.
+                let mut line = describe(&event);
+                line.push('\n');
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
             };
             let served = node.serve(&coordinator, &mut log).await;
             // A session that got as far as registering starts the back-off again: a node that had
