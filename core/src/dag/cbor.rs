@@ -15,8 +15,8 @@ use serde::ser::{self, Serialize};
 /// CBOR major types (RFC 8949 §3.1).
 const UNSIGNED: u8 = 0;
 const NEGATIVE: u8 = 1;
-const BYTES: u8 = 2;
-const TEXT: u8 = 3;
+pub(super) const BYTES: u8 = 2;
+pub(super) const TEXT: u8 = 3;
 const ARRAY: u8 = 4;
 const MAP: u8 = 5;
 const TAG: u8 = 6;
@@ -59,8 +59,8 @@ struct Encoder {
     cid_at: Option<usize>,
 }
 
-/// A CBOR item head in its shortest form, as DAG-CBOR requires.
-fn head(out: &mut Vec<u8>, major: u8, n: u64) {
+/// A CBOR item head in its shortest form (RFC 8949 §3), as DAG-CBOR requires.
+pub(super) fn head(out: &mut Vec<u8>, major: u8, n: u64) {
     let major = major << 5;
     match n {
         0..=23 => out.push(major | n as u8),
@@ -319,49 +319,27 @@ impl Seq<'_> {
     }
 }
 
-impl ser::SerializeSeq for Seq<'_> {
-    type Ok = ();
-    type Error = EncodeError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), EncodeError> {
-        self.finish()
-    }
+/// serde's four array-shaped traits, all [`Seq::element`] and [`Seq::finish`].
+macro_rules! seq_impl {
+    ($($trait:ident :: $method:ident),*) => {$(
+        impl ser::$trait for Seq<'_> {
+            type Ok = ();
+            type Error = EncodeError;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
+                self.element(value)
+            }
+            fn end(self) -> Result<(), EncodeError> {
+                self.finish()
+            }
+        }
+    )*};
 }
-
-impl ser::SerializeTuple for Seq<'_> {
-    type Ok = ();
-    type Error = EncodeError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), EncodeError> {
-        self.finish()
-    }
-}
-
-impl ser::SerializeTupleStruct for Seq<'_> {
-    type Ok = ();
-    type Error = EncodeError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), EncodeError> {
-        self.finish()
-    }
-}
-
-impl ser::SerializeTupleVariant for Seq<'_> {
-    type Ok = ();
-    type Error = EncodeError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), EncodeError> {
-        self.finish()
-    }
-}
+seq_impl!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
 /// A map (or struct) being written: its head, and its entries' starts from `base` on in the
 /// encoder's stack.
@@ -428,38 +406,28 @@ impl ser::SerializeMap for Entries<'_> {
     }
 }
 
-impl ser::SerializeStruct for Entries<'_> {
-    type Ok = ();
-    type Error = EncodeError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), EncodeError> {
-        self.key(key)?;
-        value.serialize(&mut *self.encoder)
-    }
-    fn end(self) -> Result<(), EncodeError> {
-        // A struct's head says the length serde gave, as serde_ipld_dagcbor writes it.
-        self.finish(false)
-    }
+/// A struct, or an enum's struct variant: a map whose head says the length serde gave (as
+/// serde_ipld_dagcbor writes it).
+macro_rules! struct_impl {
+    ($($trait:ident),*) => {$(
+        impl ser::$trait for Entries<'_> {
+            type Ok = ();
+            type Error = EncodeError;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<(), EncodeError> {
+                self.key(key)?;
+                value.serialize(&mut *self.encoder)
+            }
+            fn end(self) -> Result<(), EncodeError> {
+                self.finish(false)
+            }
+        }
+    )*};
 }
-
-impl ser::SerializeStructVariant for Entries<'_> {
-    type Ok = ();
-    type Error = EncodeError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), EncodeError> {
-        self.key(key)?;
-        value.serialize(&mut *self.encoder)
-    }
-    fn end(self) -> Result<(), EncodeError> {
-        self.finish(false)
-    }
-}
+struct_impl!(SerializeStruct, SerializeStructVariant);
 
 #[cfg(test)]
 mod tests {

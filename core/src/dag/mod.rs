@@ -246,36 +246,15 @@ fn envelope_bytes(body: &[u8], signer: &str, signature: &[u8]) -> Vec<u8> {
 
 fn envelope_tail(signer: &str, signature: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(24 + signer.len() + signature.len());
-    cbor_head(&mut out, 3, 6);
+    cbor::head(&mut out, cbor::TEXT, 6);
     out.extend_from_slice(b"signer");
-    cbor_head(&mut out, 3, signer.len() as u64);
+    cbor::head(&mut out, cbor::TEXT, signer.len() as u64);
     out.extend_from_slice(signer.as_bytes());
-    cbor_head(&mut out, 3, 9);
+    cbor::head(&mut out, cbor::TEXT, 9);
     out.extend_from_slice(b"signature");
-    cbor_head(&mut out, 2, signature.len() as u64);
+    cbor::head(&mut out, cbor::BYTES, signature.len() as u64);
     out.extend_from_slice(signature);
     out
-}
-
-/// A CBOR item head in its shortest form (RFC 8949 §3, as DAG-CBOR requires).
-fn cbor_head(out: &mut Vec<u8>, major: u8, len: u64) {
-    let major = major << 5;
-    match len {
-        0..=23 => out.push(major | len as u8),
-        24..=0xff => out.extend_from_slice(&[major | 24, len as u8]),
-        0x100..=0xffff => {
-            out.push(major | 25);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        0x1_0000..=0xffff_ffff => {
-            out.push(major | 26);
-            out.extend_from_slice(&(len as u32).to_be_bytes());
-        }
-        _ => {
-            out.push(major | 27);
-            out.extend_from_slice(&len.to_be_bytes());
-        }
-    }
 }
 
 fn verify(signer: &str, message: &[u8], signature: &[u8]) -> Result<Did, DagError> {
