@@ -670,7 +670,11 @@ impl Db {
             self.inner.give_back(Some((open, units + 1)));
             logged?;
         } else {
+            // Timed for the debug log: these commits (every MAX_PARKED_UNITS units) run on the
+            // caller's thread and are the coordinator's longest pause (its latency p99 tail).
+            let started = std::time::Instant::now();
             let committed = self.inner.commit(open);
+            tracing::debug!("redb commit of {} unit(s) took {:?}", units + 1, started.elapsed());
             self.inner.give_back(None);
             committed?;
         }
