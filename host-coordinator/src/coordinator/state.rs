@@ -351,7 +351,6 @@ impl State {
         }
         let effective = job.effective_spec();
         let (executors, validators) = Self::needed(job.record.payload.spec.redundancy);
-        let waiting = self.unanswered_offers();
         let salt = u64::from_be_bytes(cid.hash().digest()[..8].try_into().unwrap_or([0; 8]));
         let mut fitting: Vec<&Did> = self
             .executors
@@ -364,10 +363,20 @@ impl State {
             })
             .map(|(did, _)| did)
             .collect();
+        let needed = executors + validators;
+        if fitting.len() < needed {
+            // The common case on a busy mesh, for every pending job each time an executor comes
+            // free: decided before the scan of every open job's offers below.
+            let reason = waiting_for_executors(needed, fitting.len());
+            if let Some(job) = self.jobs.get_mut(&cid) {
+                job.reason = Some(reason);
+            }
+            return;
+        }
+        let waiting = self.unanswered_offers();
         fitting.sort_by_cached_key(|did| {
             (job.declined.contains(*did), waiting.get(*did).copied().unwrap_or(0), spread(salt, did))
         });
-        let needed = executors + validators;
         let idle = |did: &Did| !job.declined.contains(did) && !waiting.contains_key(did);
         let spares = fitting.iter().copied().skip(needed).filter(|d| idle(d)).take(SPARE_OFFERS);
         let chosen: Vec<Did> = fitting.iter().copied().take(needed).chain(spares).cloned().collect();
@@ -386,12 +395,8 @@ impl State {
                 job.offered.insert(did);
             }
         }
-        if job.offered.len() < executors + validators {
-            job.reason = Some(format!(
-                "waiting for executors: {} needed, {} can take it now (J003)",
-                executors + validators,
-                job.offered.len()
-            ));
+        if job.offered.len() < needed {
+            job.reason = Some(waiting_for_executors(needed, job.offered.len()));
             job.attempt -= 1;
             for did in job.offered.drain() {
                 if let Some(e) = self.executors.get(&did) {
@@ -601,6 +606,11 @@ impl State {
     }
 }
 
+/// Why a job is still pending: fewer executors can take it now than it needs.
+fn waiting_for_executors(needed: usize, available: usize) -> String {
+    format!("waiting for executors: {needed} needed, {available} can take it now (J003)")
+}
+
 /// How long executors have to bid, unless all have answered sooner.
 pub const BID_WINDOW_MS: u64 = 1500;
 
@@ -691,5 +701,44 @@ mod tests {
             .collect();
         assert_eq!(unasked.len(), 2);
         assert!(unasked.is_subset(&offered[2]), "{offered:?}");
+
+        // A job needing more executors than can take it is not offered at all: it waits, and says
+        // why. Here nine for eight executors; then one once every executor is busy.
+        let submit = |state: &mut State, n: usize, redundancy: &str| {
+            let mut spec = JobSpec::from_json(&format!(
+                r#"{{"runtime": {{"type": "CCL", "contract": "", "args": "wait {n}"}}, "budget": {{"max_total": 100}},
+                    "redundancy": "{redundancy}"}}"#
+            ))
+            .expect("spec");
+            let record = crate::client::job_record(&mut spec, ECHO, None, &client, 1_000).expect("record");
+            let reply = state.submit(
+                client.did(),
+                &RecordBytes(record.bytes().to_vec()),
+                Blob(ECHO.to_vec()),
+                Blob(Vec::new()),
+                None,
+                1_000,
+            );
+            assert!(matches!(reply, ClientReply::Accepted { .. }), "{reply:?}");
+            record.cid()
+        };
+        let sent = |outboxes: &mut Vec<tokio::sync::mpsc::UnboundedReceiver<ToExecutor>>| {
+            outboxes.iter_mut().map(|rx| std::iter::from_fn(|| rx.try_recv().ok()).count()).sum::<usize>()
+        };
+        sent(&mut outboxes);
+        let nine = submit(&mut state, 0, "Full(9)");
+        let job = &state.jobs[&nine];
+        assert_eq!((job.phase, job.attempt, job.offered.len()), (Phase::Pending, 0, 0));
+        assert_eq!(job.reason.as_deref(), Some("waiting for executors: 9 needed, 8 can take it now (J003)"));
+        for entry in state.executors.values_mut() {
+            entry.busy = Some(nine);
+        }
+        let one = submit(&mut state, 1, "None");
+        assert_eq!(
+            state.jobs[&one].reason.as_deref(),
+            Some("waiting for executors: 1 needed, 0 can take it now (J003)")
+        );
+        assert_eq!(state.jobs[&one].phase, Phase::Pending);
+        assert_eq!(sent(&mut outboxes), 0, "no offer, and so no cancel, went out for a job that waits");
     }
 }
