@@ -168,6 +168,59 @@ fn main() {
     println!("{:<28} {:>12.2}", "pipeline (median)", per(p));
     println!("{:<28} {:>12.3}   bar <= 1.2", "ratio", p.as_secs_f64() / s.as_secs_f64());
     encoders(job);
+    store_writes(if rounds == 3 { 4_000 } else { 10_000 });
+}
+
+/// The coordinator's store writes: five new records of about 600 bytes a job, one unit a job under
+/// group commit, a flush (fsync of the redo log) every 20 jobs and checkpoints when due, in a
+/// 32 MiB cache as `icn coordinator` has. The store grows as it goes, so the cost is shown by
+/// quarter: random keys get dearer as their table outgrows the cache.
+fn store_writes(jobs: u32) {
+    use icn_mesh_core::store::{Db, DbOptions};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = DbOptions { cache_bytes: 32 << 20, ..DbOptions::default() };
+    let db = Db::open_with(&dir.path().join("writes.redb"), options).expect("db");
+    let store = Store::within(db.clone()).expect("store");
+    db.group_commit();
+    // Records' bytes: distinct and incompressible, as signed records are.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut record = move || {
+        let mut bytes = vec![0u8; 620];
+        for chunk in bytes.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+        }
+        (record_cid(&bytes), bytes)
+    };
+    println!(
+        "
+store writes: 5 records of 620 bytes a job, a unit a job, group commit, {jobs} jobs"
+    );
+    println!("{:<28} {:>12}", "jobs", "µs/job");
+    let quarter = jobs / 4;
+    let mut start = Instant::now();
+    for n in 1..=jobs {
+        let records: Vec<(Cid, Vec<u8>)> = (0..5).map(|_| record()).collect();
+        db.unit(|| {
+            let mut batch = store.batch().expect("batch");
+            for (cid, bytes) in &records {
+                batch.put_record_bytes(*cid, bytes, None).expect("put");
+            }
+            batch.commit().expect("commit");
+        })
+        .expect("unit");
+        if n % 20 == 0 {
+            db.flush().expect("flush");
+            db.checkpoint_if_due().expect("checkpoint");
+        }
+        if n % quarter == 0 {
+            let per = start.elapsed().as_secs_f64() * 1e6 / f64::from(quarter);
+            println!("{:<28} {per:>12.1}", format!("{}..{n}", n - quarter));
+            start = Instant::now();
+        }
+    }
 }
 
 /// The record encoder (`dag::cbor`) against serde_ipld_dagcbor, which it matches byte for byte,

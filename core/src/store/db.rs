@@ -267,6 +267,21 @@ impl Tx<'_> {
         })
     }
 
+    /// Whether the database has a plain table of this name.
+    pub fn has_table(&self, name: &str) -> Result<bool, redb::StorageError> {
+        Ok(self.open().tx.list_tables()?.any(|t| t.name() == name))
+    }
+
+    /// Deletes a table with everything in it, for moving data between layouts when a store opens.
+    /// The deletion is not in the redo log, so a crash before redb's next durable commit may undo
+    /// it: a move must be safe to run again.
+    pub fn delete_table<K: Key + 'static, V: Value + 'static>(
+        &self,
+        def: TableDefinition<'_, K, V>,
+    ) -> Result<bool, redb::TableError> {
+        self.open().tx.delete_table(def)
+    }
+
     /// Commits, or inside a unit hands the writes back to it (the unit commits them).
     pub fn commit(mut self) -> Result<(), StoreError> {
         if let Some(open) = self.open.take() {

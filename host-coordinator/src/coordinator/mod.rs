@@ -48,10 +48,12 @@ pub const COORDINATOR_CACHE_BYTES: usize = 32 << 20;
 
 /// Every table in the coordinator's database (the store's, the ledger's, the journal's), so that its
 /// redo log can be replayed by whoever opens it.
-pub const DB_TABLES: [&dyn LoggedTable; 8] = [
+pub const DB_TABLES: [&dyn LoggedTable; 10] = [
     store::TABLES[0],
     store::TABLES[1],
     store::TABLES[2],
+    store::TABLES[3],
+    store::TABLES[4],
     crate::ledger::TABLES[0],
     crate::ledger::TABLES[1],
     crate::ledger::TABLES[2],
