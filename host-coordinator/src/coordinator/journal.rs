@@ -9,14 +9,29 @@
 use icn_mesh_core::Cid;
 use icn_mesh_core::identity::Did;
 use icn_mesh_core::store::{Db, Logged, LoggedTable};
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
 
-/// Job CID bytes -> postcard `Entry`.
-const JOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jobs");
+/// `created_at` (u64 big-endian) and job CID bytes -> postcard `Entry`.
+///
+/// Keyed by when the job arrived, so the open jobs' entries, each written three times, share the
+/// last few leaves instead of each landing on a random leaf of a table that grows with every job
+/// (a CID is a hash): every such write copied, checksummed and wrote out a 4 KiB page.
+const JOURNAL: TableDefinition<&[u8], &[u8]> = TableDefinition::new("journal");
 
-/// The journal's table, for the database's redo log.
-pub const TABLES: [&dyn LoggedTable; 1] = [&Logged(JOBS)];
+/// Job CID bytes -> postcard `Entry`: the layout before [`JOURNAL`], moved when the journal opens
+/// and still known so that an older redo log replays.
+const JOBS_BY_CID: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jobs");
+
+/// The journal's tables, for the database's redo log.
+pub const TABLES: [&dyn LoggedTable; 2] = [&Logged(JOURNAL), &Logged(JOBS_BY_CID)];
+
+/// Where a job's entry is kept.
+fn key(job: &Cid, entry: &Entry) -> Vec<u8> {
+    let mut key = entry.created_at.to_be_bytes().to_vec();
+    key.extend_from_slice(&job.to_bytes());
+    key
+}
 
 /// What the journal keeps of a job; the job record and blobs are in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,7 +59,26 @@ impl Journal {
     /// The journal's table inside `db`.
     pub fn within(db: Db) -> Result<Self, String> {
         let tx = db.begin_write().map_err(|e| e.to_string())?;
-        tx.open_table(JOBS).map_err(|e| e.to_string())?;
+        tx.open_table(JOURNAL).map_err(|e| e.to_string())?;
+        // An older journal's entries move in the same transaction (safe to run again: same keys).
+        if tx.has_table(JOBS_BY_CID.name()).map_err(|e| e.to_string())? {
+            let mut moved = 0;
+            {
+                let old = tx.open_table(JOBS_BY_CID).map_err(|e| e.to_string())?;
+                let mut journal = tx.open_table(JOURNAL).map_err(|e| e.to_string())?;
+                for row in old.iter().map_err(|e| e.to_string())? {
+                    let (k, v) = row.map_err(|e| e.to_string())?;
+                    if let (Ok(cid), Ok(entry)) =
+                        (Cid::try_from(k.value()), postcard::from_bytes::<Entry>(v.value()))
+                    {
+                        journal.insert(key(&cid, &entry).as_slice(), v.value()).map_err(|e| e.to_string())?;
+                        moved += 1;
+                    }
+                }
+            }
+            tx.delete_table(JOBS_BY_CID).map_err(|e| e.to_string())?;
+            tracing::info!("moved {moved} journal entries to the journal keyed by arrival");
+        }
         tx.commit().map_err(|e| e.to_string())?;
         Ok(Self { db })
     }
@@ -52,25 +86,78 @@ impl Journal {
     pub fn save(&self, job: &Cid, entry: &Entry) -> Result<(), String> {
         let bytes = postcard::to_allocvec(entry).map_err(|e| e.to_string())?;
         let tx = self.db.begin_write().map_err(|e| e.to_string())?;
-        tx.open_table(JOBS)
+        tx.open_table(JOURNAL)
             .map_err(|e| e.to_string())?
-            .insert(job.to_bytes().as_slice(), bytes.as_slice())
+            .insert(key(job, entry).as_slice(), bytes.as_slice())
             .map_err(|e| e.to_string())?;
         tx.commit().map_err(|e| e.to_string())
     }
 
+    /// Every job's entry, in the order the jobs arrived.
     pub fn load(&self) -> Result<Vec<(Cid, Entry)>, String> {
         let tx = self.db.begin_read().map_err(|e| e.to_string())?;
-        let table = tx.open_table(JOBS).map_err(|e| e.to_string())?;
+        let table = tx.open_table(JOURNAL).map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         for row in table.iter().map_err(|e| e.to_string())? {
             let (k, v) = row.map_err(|e| e.to_string())?;
-            let (Ok(cid), Ok(entry)) = (Cid::try_from(k.value()), postcard::from_bytes::<Entry>(v.value()))
+            let (Some(Ok(cid)), Ok(entry)) =
+                (k.value().get(8..).map(Cid::try_from), postcard::from_bytes::<Entry>(v.value()))
             else {
                 continue;
             };
             out.push((cid, entry));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(created_at: u64, phase: &str) -> Entry {
+        Entry {
+            phase: phase.to_owned(),
+            attempt: 1,
+            created_at,
+            executors: Vec::new(),
+            validators: Vec::new(),
+            excluded: Vec::new(),
+            reason: None,
+            output: None,
+            paid: Vec::new(),
+            receipts: Vec::new(),
+            adjustments: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn entries_load_in_arrival_order_and_an_older_journal_is_moved() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("store.redb");
+        let jobs: Vec<Cid> = (0..3u8).map(|n| icn_mesh_core::dag::blob_cid(&[n])).collect();
+        {
+            // The older layout: keyed by CID alone.
+            let db = crate::coordinator::open_db(&path).expect("db");
+            let tx = db.begin_write().expect("tx");
+            let mut old = tx.open_table(JOBS_BY_CID).expect("table");
+            let bytes = postcard::to_allocvec(&entry(30, "completed")).expect("encode");
+            old.insert(jobs[0].to_bytes().as_slice(), bytes.as_slice()).expect("insert");
+            drop(old);
+            tx.commit().expect("commit");
+        }
+        let db = crate::coordinator::open_db(&path).expect("db");
+        let journal = Journal::within(db.clone()).expect("journal");
+        journal.save(&jobs[1], &entry(20, "pending")).expect("save");
+        journal.save(&jobs[2], &entry(10, "pending")).expect("save");
+        journal.save(&jobs[1], &entry(20, "assigned")).expect("save again");
+        let loaded = journal.load().expect("load");
+        assert_eq!(
+            loaded.iter().map(|(c, e)| (*c, e.phase.as_str())).collect::<Vec<_>>(),
+            vec![(jobs[2], "pending"), (jobs[1], "assigned"), (jobs[0], "completed")]
+        );
+        assert!(!db.begin_write().expect("tx").has_table(JOBS_BY_CID.name()).expect("tables"));
+        // Opening again moves nothing twice.
+        assert_eq!(Journal::within(db).expect("journal").load().expect("load").len(), 3);
     }
 }

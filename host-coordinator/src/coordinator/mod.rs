@@ -48,7 +48,7 @@ pub const COORDINATOR_CACHE_BYTES: usize = 32 << 20;
 
 /// Every table in the coordinator's database (the store's, the ledger's, the journal's), so that its
 /// redo log can be replayed by whoever opens it.
-pub const DB_TABLES: [&dyn LoggedTable; 10] = [
+pub const DB_TABLES: [&dyn LoggedTable; 11] = [
     store::TABLES[0],
     store::TABLES[1],
     store::TABLES[2],
@@ -59,6 +59,7 @@ pub const DB_TABLES: [&dyn LoggedTable; 10] = [
     crate::ledger::TABLES[2],
     crate::ledger::TABLES[3],
     journal::TABLES[0],
+    journal::TABLES[1],
 ];
 
 /// Opens a database that may hold the coordinator's tables: its own, or any store `icn` reads.
