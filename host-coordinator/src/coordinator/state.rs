@@ -666,8 +666,8 @@ mod tests {
             let did = Keypair::from_seed(&[10 + n; 32]).did().clone();
             state.executors.insert(did, ExecutorEntry { outbox, capabilities, accepting: true, busy: None });
         }
-        let mut offered: Vec<HashSet<Did>> = Vec::new();
-        for (n, redundancy) in ["None", "None", "Full(3)"].iter().enumerate() {
+        // Submits a trivial job (`n` makes it distinct) and returns its CID.
+        let submit = |state: &mut State, n: usize, redundancy: &str| {
             let mut spec = JobSpec::from_json(&format!(
                 r#"{{"runtime": {{"type": "CCL", "contract": "", "args": "job {n}"}}, "budget": {{"max_total": 100}},
                     "redundancy": "{redundancy}"}}"#
@@ -683,7 +683,12 @@ mod tests {
                 1_000,
             );
             assert!(matches!(reply, ClientReply::Accepted { .. }), "{reply:?}");
-            offered.push(state.jobs[&record.cid()].offered.clone());
+            record.cid()
+        };
+        let mut offered: Vec<HashSet<Did>> = Vec::new();
+        for (n, redundancy) in ["None", "None", "Full(3)"].iter().enumerate() {
+            let cid = submit(&mut state, n, redundancy);
+            offered.push(state.jobs[&cid].offered.clone());
         }
         // Redundancy None needs one executor: it is offered to three.
         assert_eq!(offered[0].len(), 1 + SPARE_OFFERS);
@@ -704,36 +709,18 @@ mod tests {
 
         // A job needing more executors than can take it is not offered at all: it waits, and says
         // why. Here nine for eight executors; then one once every executor is busy.
-        let submit = |state: &mut State, n: usize, redundancy: &str| {
-            let mut spec = JobSpec::from_json(&format!(
-                r#"{{"runtime": {{"type": "CCL", "contract": "", "args": "wait {n}"}}, "budget": {{"max_total": 100}},
-                    "redundancy": "{redundancy}"}}"#
-            ))
-            .expect("spec");
-            let record = crate::client::job_record(&mut spec, ECHO, None, &client, 1_000).expect("record");
-            let reply = state.submit(
-                client.did(),
-                &RecordBytes(record.bytes().to_vec()),
-                Blob(ECHO.to_vec()),
-                Blob(Vec::new()),
-                None,
-                1_000,
-            );
-            assert!(matches!(reply, ClientReply::Accepted { .. }), "{reply:?}");
-            record.cid()
-        };
         let sent = |outboxes: &mut Vec<tokio::sync::mpsc::UnboundedReceiver<ToExecutor>>| {
             outboxes.iter_mut().map(|rx| std::iter::from_fn(|| rx.try_recv().ok()).count()).sum::<usize>()
         };
         sent(&mut outboxes);
-        let nine = submit(&mut state, 0, "Full(9)");
+        let nine = submit(&mut state, 3, "Full(9)");
         let job = &state.jobs[&nine];
         assert_eq!((job.phase, job.attempt, job.offered.len()), (Phase::Pending, 0, 0));
         assert_eq!(job.reason.as_deref(), Some("waiting for executors: 9 needed, 8 can take it now (J003)"));
         for entry in state.executors.values_mut() {
             entry.busy = Some(nine);
         }
-        let one = submit(&mut state, 1, "None");
+        let one = submit(&mut state, 4, "None");
         assert_eq!(
             state.jobs[&one].reason.as_deref(),
             Some("waiting for executors: 1 needed, 0 can take it now (J003)")
