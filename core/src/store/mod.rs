@@ -107,27 +107,28 @@ impl Store {
     /// Moves records from the layout before [`RECORD_INDEX`] into it, in one transaction, and
     /// drops the old table; nothing to do (one lookup) for a store that never had it.
     fn move_records_by_cid(&self) -> Result<(), StoreError> {
-        let mut batch = self.batch()?;
+        let batch = self.batch()?;
         if !batch.tx.has_table(RECORDS_BY_CID.name())? {
             return Ok(());
         }
-        let old: Vec<(Vec<u8>, Vec<u8>)> = {
-            let table = batch.tx.open_table(RECORDS_BY_CID)?;
-            let mut old = Vec::new();
-            for entry in table.iter()? {
+        let mut moved = 0u64;
+        {
+            // Streamed, not gathered first: a phone's store may be larger than its free memory.
+            let old = batch.tx.open_table(RECORDS_BY_CID)?;
+            for entry in old.iter()? {
                 let (cid, bytes) = entry?;
-                old.push((cid.value().to_vec(), bytes.value().to_vec()));
+                let cid = Cid::try_from(cid.value())
+                    .map_err(|e| StoreError::Log(format!("a stored record's key: {e}")))?;
+                if record_cid(bytes.value()) != cid {
+                    return Err(StoreError::CidMismatch(cid));
+                }
+                insert_record(&batch.tx, &cid.to_bytes(), bytes.value())?;
+                moved += 1;
             }
-            old
-        };
-        for (cid, bytes) in &old {
-            let cid = Cid::try_from(cid.as_slice())
-                .map_err(|e| StoreError::Log(format!("a stored record's key: {e}")))?;
-            batch.put_record_bytes(cid, bytes, None)?;
         }
         batch.tx.delete_table(RECORDS_BY_CID)?;
         batch.commit()?;
-        tracing::info!("moved {} record(s) to the store's record index", old.len());
+        tracing::info!("moved {moved} record(s) to the store's record index");
         Ok(())
     }
 
@@ -198,6 +199,21 @@ impl Store {
     }
 }
 
+/// Stores record bytes under the next number and indexes them by CID (`key`), unless the CID is
+/// indexed already.
+fn insert_record(tx: &Tx<'_>, key: &[u8], bytes: &[u8]) -> Result<(), StoreError> {
+    let mut index = tx.open_table(RECORD_INDEX)?;
+    if index.get(key)?.is_none() {
+        // The next number is read in this transaction, which is redb's only writer: two stores
+        // over one database, or two threads, cannot take the same one.
+        let mut records = tx.open_table(RECORD_BYTES)?;
+        let number = records.last()?.map_or(0, |(n, _)| n.value() + 1);
+        records.insert(number, bytes)?;
+        index.insert(key, number)?;
+    }
+    Ok(())
+}
+
 /// Writes that commit together, or not at all (dropping a batch aborts it, outside a unit).
 pub struct Batch<'a> {
     tx: Tx<'a>,
@@ -233,15 +249,7 @@ impl Batch<'_> {
             return Err(StoreError::CidMismatch(cid));
         }
         let key = cid.to_bytes();
-        let mut index = self.tx.open_table(RECORD_INDEX)?;
-        if index.get(key.as_slice())?.is_none() {
-            // The next number is read in this transaction, which is redb's only writer: two stores
-            // over one database, or two threads, cannot take the same one.
-            let mut records = self.tx.open_table(RECORD_BYTES)?;
-            let number = records.last()?.map_or(0, |(n, _)| n.value() + 1);
-            records.insert(number, bytes)?;
-            index.insert(key.as_slice(), number)?;
-        }
+        insert_record(&self.tx, &key, bytes)?;
         if let Some(job) = job {
             self.tx.open_multimap_table(BY_JOB)?.insert(job.to_bytes().as_slice(), key.as_slice())?;
         }
