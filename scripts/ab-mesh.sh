@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Alternating A/B runs of the mesh bench for two `icn` binaries, one line per run.
+#
+#     scripts/ab-mesh.sh OLD_ICN NEW_ICN ROUNDS MODE [--quick]     (MODE: latency | throughput)
+#
+# This machine's speed drifts by up to 1.5x within minutes, more than most changes; runs of one
+# binary after the other compare spells, not binaries. So the two binaries take turns, ROUNDS times
+# each, in the same bench process image: the bench starts its mesh from `target/release/icn`
+# (`CARGO_BIN_EXE_icn`), which this script swaps before each run and puts back at the end.
+# Build the bench first (`cargo bench -p icn-mesh-coordinator --bench mesh --no-run`); keep copies
+# of the binaries outside the target directory, since a build overwrites `target/release/icn`.
+set -euo pipefail
+if [ $# -lt 4 ]; then
+    sed -n '2,4p' "$0" >&2
+    exit 2
+fi
+old=$1 new=$2 rounds=$3 mode=$4 quick=${5:-}
+target=${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target}/release
+bench=$(ls -t "$target"/deps/mesh-* | grep -v '\.d$' | head -1)
+saved=$(mktemp)
+cp "$target/icn" "$saved"
+trap 'cp "$saved" "$target/icn"; rm -f "$saved"' EXIT
+for _ in $(seq "$rounds"); do
+    for side in A B; do
+        if [ $side = A ]; then cp "$old" "$target/icn"; else cp "$new" "$target/icn"; fi
+        out=$("$bench" "$mode" $quick 2>&1)
+        if [ "$mode" = latency ]; then
+            echo "$side $(echo "$out" | awk '/sum of the parts/{s=$5} /^p50/{p=$2; r=$3} /^p99/{q=$2; t=$3}
+                END{printf "parts %s µs  p50 %s µs (%s)  p99 %s µs (%s)", s, p, r, q, t}')"
+        else
+            echo "$side $(echo "$out" | awk '/jobs completed/{j=$NF} /coordinator \(/{c=$NF} /executors together/{e=$NF}
+                END{printf "%s jobs/s  CPU per job: coordinator %s µs, executors %s µs", j, c, e}')"
+        fi
+    done
+done
