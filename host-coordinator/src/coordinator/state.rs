@@ -349,20 +349,19 @@ impl State {
         if job.phase != Phase::Pending || now_ms < job.not_before_ms {
             return;
         }
-        let effective = job.effective_spec();
         let (executors, validators) = Self::needed(job.record.payload.spec.redundancy);
         let salt = u64::from_be_bytes(cid.hash().digest()[..8].try_into().unwrap_or([0; 8]));
         let mut fitting: Vec<&Did> = self
             .executors
             .iter()
-            .filter(|(did, entry)| {
-                entry.accepting
-                    && entry.busy.is_none()
-                    && !job.excluded.contains(*did)
-                    && check_capability(&effective, &entry.capabilities).is_ok()
-            })
+            .filter(|(did, entry)| entry.accepting && entry.busy.is_none() && !job.excluded.contains(*did))
             .map(|(did, _)| did)
             .collect();
+        if !fitting.is_empty() {
+            // The adjusted spec is a copy: made only once some executor is free to check against.
+            let effective = job.effective_spec();
+            fitting.retain(|did| check_capability(&effective, &self.executors[*did].capabilities).is_ok());
+        }
         let needed = executors + validators;
         if fitting.len() < needed {
             // The common case on a busy mesh, for every pending job each time an executor comes
