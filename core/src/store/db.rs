@@ -39,7 +39,7 @@ use std::thread::ThreadId;
 
 use redb::{
     Database, Durability, Key, MultimapTableDefinition, MultimapTableHandle, ReadTransaction,
-    ReadableDatabase, TableDefinition, TableHandle, Value, WriteTransaction,
+    ReadableDatabase, ReadableTable, TableDefinition, TableHandle, Value, WriteTransaction,
 };
 
 use super::StoreError;
@@ -56,7 +56,7 @@ pub const DEFAULT_CHECKPOINT_BYTES: u64 = 16 << 20;
 /// are written out early). A commit stalls the unit that makes it, for a time that grows with the
 /// pages dirtied, while the total cost of commits falls as more writes share each dirty page. In
 /// the mesh latency bench (about four units a job) 256 put a 1.8 ms commit under 2% of jobs, which
-/// set p99; 1024 puts a 4 ms one under 0.4%, and p99 fell 0.5-1 ms, with the same throughput.
+/// set p99; 1024 puts a 4 ms one under 0.4%, and p99 fell 0.5-2.1 ms, with the same throughput.
 pub const MAX_PARKED_UNITS: u32 = 1024;
 
 /// The sequence number of the last log entry the database holds (written by checkpoints only).
@@ -272,14 +272,30 @@ impl Tx<'_> {
         Ok(self.open().tx.list_tables()?.any(|t| t.name() == name))
     }
 
-    /// Deletes a table with everything in it, for moving data between layouts when a store opens.
-    /// The deletion is not in the redo log, so a crash before redb's next durable commit may undo
-    /// it: a move must be safe to run again.
-    pub fn delete_table<K: Key + 'static, V: Value + 'static>(
+    /// Hands every entry of the table `def` to `each`, in key order and streamed, then deletes
+    /// the table: how an opener moves data from an older layout into a new one, in this
+    /// transaction. `None`, and nothing done, if there is no such table. The deletion is not in the
+    /// redo log, so a crash before redb's next durable commit may undo it: `each` must be safe to
+    /// run again on an entry it has moved before.
+    pub fn drain_table(
         &self,
-        def: TableDefinition<'_, K, V>,
-    ) -> Result<bool, redb::TableError> {
-        self.open().tx.delete_table(def)
+        def: TableDefinition<'_, &'static [u8], &'static [u8]>,
+        mut each: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+    ) -> Result<Option<u64>, StoreError> {
+        if !self.has_table(def.name())? {
+            return Ok(None);
+        }
+        let mut moved = 0;
+        {
+            let old = self.open().tx.open_table(def)?;
+            for entry in old.iter()? {
+                let (key, value) = entry?;
+                each(key.value(), value.value())?;
+                moved += 1;
+            }
+        }
+        self.open().tx.delete_table(def)?;
+        Ok(Some(moved))
     }
 
     /// Commits, or inside a unit hands the writes back to it (the unit commits them).
@@ -690,7 +706,7 @@ impl Db {
             logged?;
         } else {
             // Timed for the debug log: these commits (every MAX_PARKED_UNITS units) run on the
-            // caller's thread and are the coordinator's longest pause (its latency p99 tail).
+            // caller's thread, a pause for whatever waits on it (in the coordinator, the runtime).
             let started = std::time::Instant::now();
             let committed = self.inner.commit(open);
             tracing::debug!("redb commit of {} unit(s) took {:?}", units + 1, started.elapsed());

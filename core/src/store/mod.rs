@@ -13,7 +13,7 @@ mod redo;
 use std::path::Path;
 
 use cid::Cid;
-use redb::{MultimapTableDefinition, ReadableTable, TableDefinition, TableHandle};
+use redb::{MultimapTableDefinition, ReadableTable, TableDefinition};
 
 use crate::dag::{DAG_CBOR_CODEC, RAW_CODEC, SignedRecord, blob_cid, record_cid};
 pub use db::{
@@ -105,30 +105,19 @@ impl Store {
     }
 
     /// Moves records from the layout before [`RECORD_INDEX`] into it, in one transaction, and
-    /// drops the old table; nothing to do (one lookup) for a store that never had it.
+    /// drops the old table; nothing to do (one lookup) for a store that never had it. Streamed: a
+    /// phone's store may be larger than its free memory.
     fn move_records_by_cid(&self) -> Result<(), StoreError> {
-        let batch = self.batch()?;
-        if !batch.tx.has_table(RECORDS_BY_CID.name())? {
-            return Ok(());
+        let tx = self.db.begin_write()?;
+        let moved = tx.drain_table(RECORDS_BY_CID, |cid, bytes| {
+            let cid =
+                Cid::try_from(cid).map_err(|e| StoreError::Log(format!("a stored record's key: {e}")))?;
+            insert_record(&tx, cid, bytes)
+        })?;
+        if let Some(moved) = moved {
+            tx.commit()?;
+            tracing::info!("moved {moved} record(s) to the store's record index");
         }
-        let mut moved = 0u64;
-        {
-            // Streamed, not gathered first: a phone's store may be larger than its free memory.
-            let old = batch.tx.open_table(RECORDS_BY_CID)?;
-            for entry in old.iter()? {
-                let (cid, bytes) = entry?;
-                let cid = Cid::try_from(cid.value())
-                    .map_err(|e| StoreError::Log(format!("a stored record's key: {e}")))?;
-                if record_cid(bytes.value()) != cid {
-                    return Err(StoreError::CidMismatch(cid));
-                }
-                insert_record(&batch.tx, &cid.to_bytes(), bytes.value())?;
-                moved += 1;
-            }
-        }
-        batch.tx.delete_table(RECORDS_BY_CID)?;
-        batch.commit()?;
-        tracing::info!("moved {moved} record(s) to the store's record index");
         Ok(())
     }
 
@@ -199,9 +188,14 @@ impl Store {
     }
 }
 
-/// Stores record bytes under the next number and indexes them by CID (`key`), unless the CID is
-/// indexed already.
-fn insert_record(tx: &Tx<'_>, key: &[u8], bytes: &[u8]) -> Result<(), StoreError> {
+/// Stores record bytes, which must be those of `cid`, under the next number and indexes them by
+/// CID, unless the CID is indexed already.
+fn insert_record(tx: &Tx<'_>, cid: Cid, bytes: &[u8]) -> Result<(), StoreError> {
+    if record_cid(bytes) != cid {
+        return Err(StoreError::CidMismatch(cid));
+    }
+    let key = cid.to_bytes();
+    let key = key.as_slice();
     let mut index = tx.open_table(RECORD_INDEX)?;
     if index.get(key)?.is_none() {
         // The next number is read in this transaction, which is redb's only writer: two stores
@@ -245,13 +239,11 @@ impl Batch<'_> {
 
     /// Stores record bytes under `cid`, which must be their CID.
     pub fn put_record_bytes(&mut self, cid: Cid, bytes: &[u8], job: Option<Cid>) -> Result<(), StoreError> {
-        if record_cid(bytes) != cid {
-            return Err(StoreError::CidMismatch(cid));
-        }
-        let key = cid.to_bytes();
-        insert_record(&self.tx, &key, bytes)?;
+        insert_record(&self.tx, cid, bytes)?;
         if let Some(job) = job {
-            self.tx.open_multimap_table(BY_JOB)?.insert(job.to_bytes().as_slice(), key.as_slice())?;
+            self.tx
+                .open_multimap_table(BY_JOB)?
+                .insert(job.to_bytes().as_slice(), cid.to_bytes().as_slice())?;
         }
         Ok(())
     }
@@ -267,7 +259,7 @@ mod tests {
     use super::*;
     use crate::dag::RecordKind;
     use crate::identity::Keypair;
-    use redb::ReadableTableMetadata;
+    use redb::{ReadableTableMetadata, TableHandle};
     use serde::{Deserialize, Serialize};
 
     #[derive(Debug, Serialize, Deserialize)]

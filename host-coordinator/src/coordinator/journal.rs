@@ -9,7 +9,7 @@
 use icn_mesh_core::Cid;
 use icn_mesh_core::identity::Did;
 use icn_mesh_core::store::{Db, Logged, LoggedTable};
-use redb::{ReadableTable, TableDefinition, TableHandle};
+use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 /// `created_at` (u64 big-endian) and job CID bytes -> postcard `Entry`.
@@ -61,22 +61,15 @@ impl Journal {
         let tx = db.begin_write().map_err(|e| e.to_string())?;
         tx.open_table(JOURNAL).map_err(|e| e.to_string())?;
         // An older journal's entries move in the same transaction (safe to run again: same keys).
-        if tx.has_table(JOBS_BY_CID.name()).map_err(|e| e.to_string())? {
-            let mut moved = 0;
-            {
-                let old = tx.open_table(JOBS_BY_CID).map_err(|e| e.to_string())?;
-                let mut journal = tx.open_table(JOURNAL).map_err(|e| e.to_string())?;
-                for row in old.iter().map_err(|e| e.to_string())? {
-                    let (k, v) = row.map_err(|e| e.to_string())?;
-                    if let (Ok(cid), Ok(entry)) =
-                        (Cid::try_from(k.value()), postcard::from_bytes::<Entry>(v.value()))
-                    {
-                        journal.insert(key(&cid, &entry).as_slice(), v.value()).map_err(|e| e.to_string())?;
-                        moved += 1;
-                    }
+        let moved = tx
+            .drain_table(JOBS_BY_CID, |cid, bytes| {
+                if let (Ok(cid), Ok(entry)) = (Cid::try_from(cid), postcard::from_bytes::<Entry>(bytes)) {
+                    tx.open_table(JOURNAL)?.insert(key(&cid, &entry).as_slice(), bytes)?;
                 }
-            }
-            tx.delete_table(JOBS_BY_CID).map_err(|e| e.to_string())?;
+                Ok(())
+            })
+            .map_err(|e| e.to_string())?;
+        if let Some(moved) = moved {
             tracing::info!("moved {moved} journal entries to the journal keyed by arrival");
         }
         tx.commit().map_err(|e| e.to_string())?;
@@ -114,6 +107,7 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redb::TableHandle;
 
     fn entry(created_at: u64, phase: &str) -> Entry {
         Entry {
