@@ -32,6 +32,7 @@
 use std::borrow::Borrow;
 use std::cell::RefCell;
 use std::fs::File;
+use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -185,10 +186,73 @@ enum Writer {
     Parked { open: Open, units: u32 },
 }
 
-/// An open write transaction and, under group commit, its writes encoded for the log.
-struct Open {
+/// An open write transaction and, under group commit, its writes encoded for the log. Boxed: the
+/// tables kept open in it borrow its transaction, which must not move while it is handed from
+/// holder to holder (one allocation per redb transaction, which under group commit spans
+/// [`MAX_PARKED_UNITS`] units).
+struct Open(Box<OpenTx>);
+
+struct OpenTx {
+    /// Tables opened in this transaction and given back by their users, still open for the next
+    /// (see [`Tx::open_table`]). Declared before `tx`, so they close first when an `Open` drops.
+    tables: RefCell<Vec<KeptTable>>,
     tx: WriteTransaction,
     ops: Option<RefCell<Vec<u8>>>,
+}
+
+/// A table kept open in an [`Open`]: its name and the redb table, its lifetime extended to
+/// `'static` (it borrows the boxed transaction beside it, which outlives it: see [`Open`]).
+type KeptTable = (String, Kept);
+
+/// A kept table, type-erased. Send: it moves only with the transaction it borrows, inside the same
+/// [`Open`], and is used only by that transaction's holder.
+struct Kept(Box<dyn std::any::Any>);
+
+// SAFETY: see `Kept`: the table and the transaction it borrows cross threads together, never apart.
+#[allow(unsafe_code)]
+unsafe impl Send for Kept {}
+
+impl Open {
+    fn new(tx: WriteTransaction, grouped: bool) -> Self {
+        Self(Box::new(OpenTx { tables: RefCell::default(), tx, ops: grouped.then(RefCell::default) }))
+    }
+
+    fn tx(&self) -> &WriteTransaction {
+        &self.0.tx
+    }
+
+    fn ops(&self) -> Option<&RefCell<Vec<u8>>> {
+        self.0.ops.as_ref()
+    }
+
+    /// Closes the tables kept open: each writes its root back into the transaction, which redb
+    /// needs before it commits (it refuses to commit with a table open) or deletes a table.
+    fn close_tables(&self) {
+        let kept = std::mem::take(&mut *self.0.tables.borrow_mut());
+        drop(kept);
+    }
+
+    /// The transaction and its logged writes, its tables closed first (while the transaction they
+    /// borrow is still where they point).
+    fn into_parts(self) -> (WriteTransaction, Option<RefCell<Vec<u8>>>) {
+        self.close_tables();
+        let OpenTx { tables: _, tx, ops } = *self.0;
+        (tx, ops)
+    }
+
+    /// A kept table of this name and type, and its name, if there is one. One of the same name but
+    /// another type is closed, so that opening it again gives redb's own error.
+    fn take_kept<T: 'static>(&self, name: &str) -> Option<(String, T)> {
+        let mut tables = self.0.tables.borrow_mut();
+        let i = tables.iter().position(|(n, _)| n == name)?;
+        let (name, table) = tables.swap_remove(i);
+        drop(tables);
+        table.0.downcast::<T>().ok().map(|t| (name, *t))
+    }
+
+    fn keep(&self, name: String, table: Box<dyn std::any::Any>) {
+        self.0.tables.borrow_mut().push((name, Kept(table)));
+    }
 }
 
 /// The transaction a [`Db::unit`] holds open, the thread it belongs to, and whether any writer
@@ -244,32 +308,45 @@ impl Tx<'_> {
     }
 
     /// Opens (or creates) a table for reading and writing; its writes are logged under group commit.
+    ///
+    /// A table given back (dropped) stays open in the transaction for the next user: redb's open
+    /// and close (the root looked up and written back, the types' names formatted and compared)
+    /// cost more than the insert they are for, and the coordinator opened about twenty a job, each
+    /// ledger operation its three tables.
+    #[allow(unsafe_code)]
     pub fn open_table<K: Key + 'static, V: Value + 'static>(
         &self,
         def: TableDefinition<'_, K, V>,
     ) -> Result<Table<'_, K, V>, redb::TableError> {
         let open = self.open();
-        Ok(Table {
-            log: open.ops.as_ref().map(|ops| (ops, def.name().to_owned())),
-            inner: open.tx.open_table(def)?,
-        })
+        let (name, inner) = match open.take_kept::<redb::Table<'static, K, V>>(def.name()) {
+            // SAFETY: the table borrows `open`'s transaction, which outlives this borrow of it.
+            Some((name, kept)) => (name, unsafe { relifetime_table(kept) }),
+            None => (def.name().to_owned(), open.tx().open_table(def)?),
+        };
+        Ok(Table { inner: ManuallyDrop::new(inner), log: open.ops(), name, home: open })
     }
 
-    /// Opens (or creates) a multimap table; its writes are logged under group commit.
+    /// Opens (or creates) a multimap table; its writes are logged under group commit. Kept open
+    /// when given back, as [`Tx::open_table`]'s tables are.
+    #[allow(unsafe_code)]
     pub fn open_multimap_table<K: Key + 'static, V: Key + 'static>(
         &self,
         def: MultimapTableDefinition<'_, K, V>,
     ) -> Result<MultimapTable<'_, K, V>, redb::TableError> {
         let open = self.open();
-        Ok(MultimapTable {
-            log: open.ops.as_ref().map(|ops| (ops, def.name().to_owned())),
-            inner: open.tx.open_multimap_table(def)?,
-        })
+        let (name, inner) = match open.take_kept::<redb::MultimapTable<'static, K, V>>(def.name()) {
+            // SAFETY: as in `open_table`.
+            Some((name, kept)) => (name, unsafe { relifetime_multimap(kept) }),
+            None => (def.name().to_owned(), open.tx().open_multimap_table(def)?),
+        };
+        Ok(MultimapTable { inner: ManuallyDrop::new(inner), log: open.ops(), name, home: open })
     }
 
     /// Whether the database has a plain table of this name.
     pub fn has_table(&self, name: &str) -> Result<bool, redb::StorageError> {
-        Ok(self.open().tx.list_tables()?.any(|t| t.name() == name))
+        self.open().close_tables();
+        Ok(self.open().tx().list_tables()?.any(|t| t.name() == name))
     }
 
     /// Hands every entry of the table `def` to `each`, in key order and streamed, then deletes
@@ -287,14 +364,15 @@ impl Tx<'_> {
         }
         let mut moved = 0;
         {
-            let old = self.open().tx.open_table(def)?;
+            let old = self.open().tx().open_table(def)?;
             for entry in old.iter()? {
                 let (key, value) = entry?;
                 each(key.value(), value.value())?;
                 moved += 1;
             }
         }
-        self.open().tx.delete_table(def)?;
+        self.open().close_tables();
+        self.open().tx().delete_table(def)?;
         Ok(Some(moved))
     }
 
@@ -327,13 +405,13 @@ impl Drop for Tx<'_> {
     }
 }
 
-/// The log buffer of a table open under group commit, and the table's name.
-type TableLog<'t> = Option<(&'t RefCell<Vec<u8>>, String)>;
+/// The log buffer of a table open under group commit.
+type TableLog<'t> = Option<&'t RefCell<Vec<u8>>>;
 
 /// Appends one write to a table's log buffer, if it has one: `op | name | key | value`, each of
 /// the last three a u32 length and its bytes.
-fn log_write(log: &TableLog<'_>, op: u8, key: &[u8], value: &[u8]) {
-    let Some((ops, name)) = log else { return };
+fn log_write(log: TableLog<'_>, name: &str, op: u8, key: &[u8], value: &[u8]) {
+    let Some(ops) = log else { return };
     let mut ops = ops.borrow_mut();
     ops.push(op);
     for part in [name.as_bytes(), key, value] {
@@ -367,11 +445,50 @@ fn decode(mut bytes: &[u8]) -> Option<Vec<Write<'_>>> {
     Some(out)
 }
 
-/// A table open in a [`Tx`]: reads as redb's (through `Deref`), writes logged under group commit.
+/// A table open in a [`Tx`]: reads as redb's (through `Deref`), writes logged under group commit;
+/// dropped, it goes back to the transaction, still open (see [`Tx::open_table`]).
 #[allow(missing_debug_implementations)]
 pub struct Table<'t, K: Key + 'static, V: Value + 'static> {
-    inner: redb::Table<'t, K, V>,
+    inner: ManuallyDrop<redb::Table<'t, K, V>>,
     log: TableLog<'t>,
+    name: String,
+    home: &'t Open,
+}
+
+impl<K: Key + 'static, V: Value + 'static> Drop for Table<'_, K, V> {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        // SAFETY: `inner` is not used again; the table borrows `home`'s boxed transaction, which
+        // closes its kept tables before it moves or ends (`Open::into_parts`, `OpenTx`'s field order).
+        let table = unsafe { relifetime_table::<K, V>(ManuallyDrop::take(&mut self.inner)) };
+        self.home.keep(std::mem::take(&mut self.name), Box::new(table));
+    }
+}
+
+/// Changes the lifetime of a table's borrow of its transaction.
+///
+/// # Safety
+/// The transaction must outlive the table under its new lifetime.
+#[allow(unsafe_code)]
+unsafe fn relifetime_table<'b, K: Key + 'static, V: Value + 'static>(
+    table: redb::Table<'_, K, V>,
+) -> redb::Table<'b, K, V> {
+    let table = ManuallyDrop::new(table);
+    // SAFETY: the same type but for a lifetime; the caller vouches for the borrow.
+    unsafe { std::ptr::read((&raw const *table).cast::<redb::Table<'b, K, V>>()) }
+}
+
+/// [`relifetime_table`] for a multimap table.
+///
+/// # Safety
+/// As [`relifetime_table`].
+#[allow(unsafe_code)]
+unsafe fn relifetime_multimap<'b, K: Key + 'static, V: Key + 'static>(
+    table: redb::MultimapTable<'_, K, V>,
+) -> redb::MultimapTable<'b, K, V> {
+    let table = ManuallyDrop::new(table);
+    // SAFETY: as in `relifetime_table`.
+    unsafe { std::ptr::read((&raw const *table).cast::<redb::MultimapTable<'b, K, V>>()) }
 }
 
 impl<'t, K: Key + 'static, V: Value + 'static> std::ops::Deref for Table<'t, K, V> {
@@ -388,7 +505,8 @@ impl<K: Key + 'static, V: Value + 'static> Table<'_, K, V> {
         value: impl Borrow<V::SelfType<'v>>,
     ) -> Result<(), redb::StorageError> {
         log_write(
-            &self.log,
+            self.log,
+            &self.name,
             OP_INSERT,
             K::as_bytes(key.borrow()).as_ref(),
             V::as_bytes(value.borrow()).as_ref(),
@@ -398,17 +516,29 @@ impl<K: Key + 'static, V: Value + 'static> Table<'_, K, V> {
     }
 
     pub fn remove<'k>(&mut self, key: impl Borrow<K::SelfType<'k>>) -> Result<(), redb::StorageError> {
-        log_write(&self.log, OP_REMOVE, K::as_bytes(key.borrow()).as_ref(), &[]);
+        log_write(self.log, &self.name, OP_REMOVE, K::as_bytes(key.borrow()).as_ref(), &[]);
         self.inner.remove(key)?;
         Ok(())
     }
 }
 
-/// A multimap table open in a [`Tx`]: reads as redb's, writes logged under group commit.
+/// A multimap table open in a [`Tx`]: reads as redb's, writes logged under group commit; kept
+/// open when dropped, as a [`Table`] is.
 #[allow(missing_debug_implementations)]
 pub struct MultimapTable<'t, K: Key + 'static, V: Key + 'static> {
-    inner: redb::MultimapTable<'t, K, V>,
+    inner: ManuallyDrop<redb::MultimapTable<'t, K, V>>,
     log: TableLog<'t>,
+    name: String,
+    home: &'t Open,
+}
+
+impl<K: Key + 'static, V: Key + 'static> Drop for MultimapTable<'_, K, V> {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        // SAFETY: as in `Table`'s drop.
+        let table = unsafe { relifetime_multimap::<K, V>(ManuallyDrop::take(&mut self.inner)) };
+        self.home.keep(std::mem::take(&mut self.name), Box::new(table));
+    }
 }
 
 impl<'t, K: Key + 'static, V: Key + 'static> std::ops::Deref for MultimapTable<'t, K, V> {
@@ -425,7 +555,8 @@ impl<K: Key + 'static, V: Key + 'static> MultimapTable<'_, K, V> {
         value: impl Borrow<V::SelfType<'v>>,
     ) -> Result<(), redb::StorageError> {
         log_write(
-            &self.log,
+            self.log,
+            &self.name,
             OP_MULTI_INSERT,
             K::as_bytes(key.borrow()).as_ref(),
             V::as_bytes(value.borrow()).as_ref(),
@@ -440,7 +571,8 @@ impl<K: Key + 'static, V: Key + 'static> MultimapTable<'_, K, V> {
         value: impl Borrow<V::SelfType<'v>>,
     ) -> Result<(), redb::StorageError> {
         log_write(
-            &self.log,
+            self.log,
+            &self.name,
             OP_MULTI_REMOVE,
             K::as_bytes(key.borrow()).as_ref(),
             V::as_bytes(value.borrow()).as_ref(),
@@ -454,13 +586,14 @@ impl DbInner {
     /// Commits `open`; under group commit, appends its writes to the log while its redb commit is
     /// the latest, so the log keeps the commit order.
     fn commit(&self, open: Open) -> Result<(), StoreError> {
-        let ops = open.ops.map(RefCell::into_inner).unwrap_or_default();
+        let (tx, ops) = open.into_parts();
+        let ops = ops.map(RefCell::into_inner).unwrap_or_default();
         if ops.is_empty() {
-            open.tx.commit()?;
+            tx.commit()?;
             return Ok(());
         }
         let mut log = locked(&self.log);
-        open.tx.commit()?;
+        tx.commit()?;
         match log.append(&ops) {
             Ok(seq) => {
                 self.written.store(seq, Ordering::SeqCst);
@@ -475,7 +608,7 @@ impl DbInner {
 
     /// Appends a unit's writes to the log, leaving them in its still open transaction.
     fn log_unit(&self, open: &Open) -> Result<(), StoreError> {
-        let Some(ops) = &open.ops else { return Ok(()) };
+        let Some(ops) = open.ops() else { return Ok(()) };
         let mut ops = ops.borrow_mut();
         if ops.is_empty() {
             return Ok(());
@@ -527,7 +660,7 @@ impl DbInner {
 
     /// Commits parked units to redb (their writes are in the log already). The caller holds the writer.
     fn commit_parked(&self, open: Open) -> Result<(), StoreError> {
-        open.tx.commit().map_err(|e| {
+        open.into_parts().0.commit().map_err(|e| {
             // The log holds writes redb now lacks: only a restart (a replay) puts them back.
             self.broken.store(true, Ordering::SeqCst);
             self.give_back(None);
@@ -569,7 +702,7 @@ impl DbInner {
         if grouped {
             tx.set_durability(Durability::None)?;
         }
-        Ok(Open { tx, ops: grouped.then(|| RefCell::new(Vec::new())) })
+        Ok(Open::new(tx, grouped))
     }
 }
 
@@ -776,12 +909,13 @@ impl Db {
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         // The writer first, as committers take it: no commit (so no append) until this ends. Parked
         // units are in it and commit with the checkpoint.
-        let (mut open, _) = self.inner.take_writer()?;
+        let (open, _) = self.inner.take_writer()?;
+        let (mut tx, _) = open.into_parts();
         let result: Result<(), StoreError> = (|| {
             let mut log = locked(&self.inner.log);
-            open.tx.open_table(REDO)?.insert(CHECKPOINT, log.last())?;
-            open.tx.set_durability(Durability::Immediate)?;
-            open.tx.commit()?;
+            tx.open_table(REDO)?.insert(CHECKPOINT, log.last())?;
+            tx.set_durability(Durability::Immediate)?;
+            tx.commit()?;
             log.restart();
             Ok(())
         })();
@@ -820,7 +954,7 @@ fn replay(tx: &WriteTransaction, tables: &[&dyn LoggedTable], payload: &[u8]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use redb::{ReadableTable, ReadableTableMetadata};
+    use redb::{ReadableMultimapTable, ReadableTable, ReadableTableMetadata};
 
     const KV: TableDefinition<&str, u64> = TableDefinition::new("test_kv");
     const MULTI: MultimapTableDefinition<&str, &str> = MultimapTableDefinition::new("test_multi");
@@ -970,6 +1104,57 @@ mod tests {
         let reopened = Db::open_with(&path, options(DEFAULT_CHECKPOINT_BYTES)).expect("reopen");
         let tx = reopened.begin_read().expect("read");
         assert_eq!(tx.open_table(KV).expect("kv").len().expect("len"), 15 + u64::from(MAX_PARKED_UNITS));
+    }
+
+    fn kept(db: &Db) -> Vec<String> {
+        match &*locked(&db.inner.writer) {
+            Writer::Parked { open, .. } => {
+                let mut names: Vec<String> = open.0.tables.borrow().iter().map(|(n, _)| n.clone()).collect();
+                names.sort();
+                names
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn tables_stay_open_from_unit_to_unit_and_close_before_every_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db.redb");
+        let db = open_grouped(&path, DEFAULT_CHECKPOINT_BYTES);
+        db.unit(|| {
+            write(&db, |kv, multi| {
+                kv.insert("a", 1).expect("insert");
+                multi.insert("m", "x").expect("insert");
+            });
+            let tx = db.begin_write().expect("tx");
+            // A table created in this transaction and kept open is listed (listing closes them).
+            assert!(tx.has_table("test_kv").expect("list"));
+            // Given back and taken again within the unit: the same table, with its writes.
+            assert_eq!(tx.open_table(KV).expect("kv").get("a").expect("get").map(|v| v.value()), Some(1));
+            assert_eq!(tx.open_multimap_table(MULTI).expect("multi").get("m").expect("get").count(), 1);
+        })
+        .expect("unit");
+        assert_eq!(kept(&db), ["test_kv", "test_multi"], "kept open in the parked transaction");
+        db.unit(|| {
+            let tx = db.begin_write().expect("tx");
+            // A kept table asked for with other types: redb's own refusal, not a wrong table.
+            const OTHER: TableDefinition<u64, u64> = TableDefinition::new("test_kv");
+            assert!(matches!(tx.open_table(OTHER), Err(redb::TableError::TableTypeMismatch { .. })));
+            tx.open_table(KV).expect("kv").insert("b", 2).expect("insert");
+        })
+        .expect("unit");
+        // A reader commits the parked units, their kept tables closed first (redb refuses to commit
+        // with a table open, and a table's root reaches the transaction only when it closes).
+        let tx = db.begin_read().expect("read");
+        assert_eq!(tx.open_table(KV).expect("kv").len().expect("len"), 2);
+        assert_eq!(parked(&db), None);
+        // The same through a checkpoint, which commits on its own.
+        db.unit(|| write(&db, |kv, _| kv.insert("c", 3).expect("insert"))).expect("unit");
+        assert_eq!(kept(&db), ["test_kv", "test_multi"]);
+        db.checkpoint().expect("checkpoint");
+        drop(db);
+        assert_eq!(read(&path), (vec![("a".into(), 1), ("b".into(), 2), ("c".into(), 3)], vec!["x".into()]));
     }
 
     #[test]
