@@ -9,6 +9,8 @@
 # (`CARGO_BIN_EXE_icn`), which this script swaps before each run and puts back at the end.
 # Build the bench first (`cargo bench -p icn-mesh-coordinator --bench mesh --no-run`); keep copies
 # of the binaries outside the target directory, since a build overwrites `target/release/icn`.
+# BENCH=path names the bench binary when the newest `deps/mesh-*` is not it (`cargo test` builds
+# one of that name too).
 set -euo pipefail
 if [ $# -lt 4 ]; then
     sed -n '2,4p' "$0" >&2
@@ -16,7 +18,7 @@ if [ $# -lt 4 ]; then
 fi
 old=$1 new=$2 rounds=$3 mode=$4 quick=${5:-}
 target=${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target}/release
-bench=$(ls -t "$target"/deps/mesh-* | grep -v '\.d$' | head -1)
+bench=${BENCH:-$(ls -t "$target"/deps/mesh-* | grep -v '\.d$' | head -1)}
 saved=$(mktemp)
 cp "$target/icn" "$saved"
 trap 'cp "$saved" "$target/icn"; rm -f "$saved"' EXIT

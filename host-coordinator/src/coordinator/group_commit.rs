@@ -86,13 +86,23 @@ impl GroupCommit {
 
     /// Returns once every write made before this call is durable.
     pub async fn durable(&self) {
+        self.covers(self.want()).await;
+    }
+
+    /// Notes the writes made so far, asks for a flush if they are not durable yet, and returns the
+    /// mark to wait for with [`GroupCommit::covers`].
+    pub fn want(&self) -> u64 {
         let need = self.db.written();
-        let mut rx = self.durable.subscribe();
-        if *rx.borrow() >= need {
-            return;
+        if *self.durable.borrow() < need {
+            self.signal.want();
         }
-        self.signal.want();
-        let _ = rx.wait_for(|covered| *covered >= need).await;
+        need
+    }
+
+    /// Returns once the writes up to `mark` (from [`GroupCommit::want`]) are durable.
+    pub async fn covers(&self, mark: u64) {
+        let mut rx = self.durable.subscribe();
+        let _ = rx.wait_for(|covered| *covered >= mark).await;
     }
 
     /// Asks for a flush if anything is not yet durable (the coordinator's tick calls this, so no

@@ -12,6 +12,7 @@ mod journal;
 mod judge;
 pub mod state;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -273,11 +274,31 @@ async fn executor_session(
     let _ = events.send(Event::Joined { did: did.clone(), entry, at_ms: now_ms() });
     tracing::info!("executor {did} joined");
     let writer = tokio::spawn(async move {
-        while let Some(message) = rx.recv().await {
-            if matches!(message, ToExecutor::Receipt(_)) {
-                // A receipt says mana moved: only once the move is on disk.
-                group.durable().await;
-            }
+        // A receipt says mana moved: it goes out only once the move is on disk. What comes after
+        // it (the executor's next offer, sent as soon as its result is in) does not wait for that
+        // flush: each receipt waits on its own, in order.
+        let mut receipts: VecDeque<(u64, ToExecutor)> = VecDeque::new();
+        let mut open = true;
+        while open || !receipts.is_empty() {
+            let oldest = receipts.front().map(|(mark, _)| *mark);
+            let message = tokio::select! {
+                biased;
+                () = async { group.covers(oldest.unwrap_or(u64::MAX)).await }, if oldest.is_some() => {
+                    receipts.pop_front().map(|(_, receipt)| receipt)
+                }
+                next = rx.recv(), if open => match next {
+                    Some(receipt @ ToExecutor::Receipt(_)) => {
+                        receipts.push_back((group.want(), receipt));
+                        None
+                    }
+                    Some(other) => Some(other),
+                    None => {
+                        open = false;
+                        None
+                    }
+                },
+            };
+            let Some(message) = message else { continue };
             tracing::trace!("to executor: {}", message.kind());
             if frame::write(&mut send, &message, MAX_MESSAGE_BYTES).await.is_err() {
                 break;
