@@ -17,7 +17,7 @@
 //! behind a new one.
 
 use std::fs::File;
-use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::{ErrorKind, Read, Seek, SeekFrom};
 use std::path::Path;
 
 const HEADER: usize = 16;
@@ -84,12 +84,10 @@ impl RedoLog {
             // the appends that follow change data blocks only and a sync writes no metadata.
             let grown = new_end.div_ceil(GROW_STEP) * GROW_STEP;
             let zeros = vec![0u8; (grown - self.len) as usize];
-            self.file.seek(SeekFrom::Start(self.len))?;
-            self.file.write_all(&zeros)?;
+            write_at(&mut self.file, &zeros, self.len)?;
             self.len = grown;
         }
-        self.file.seek(SeekFrom::Start(self.end))?;
-        self.file.write_all(&entry)?;
+        write_at(&mut self.file, &entry, self.end)?;
         self.end = new_end;
         self.last = seq;
         Ok(seq)
@@ -153,6 +151,21 @@ pub fn scan(file: &mut File, applied: u64) -> std::io::Result<(Vec<Entry>, u64)>
         next += 1;
     }
     Ok((entries, at as u64))
+}
+
+/// Writes `bytes` at `offset`: one positioned write where the platform has it (an append is a
+/// system call per commit), a seek and a write elsewhere.
+fn write_at(file: &mut File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::write_all_at(file, bytes, offset)
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::Write;
+        file.seek(SeekFrom::Start(offset))?;
+        file.write_all(bytes)
+    }
 }
 
 #[cfg(test)]
