@@ -7,6 +7,8 @@
 //!   parts no design can avoid, each measured in this same run (see `parts`).
 //! - throughput: eight executors, 64 jobs in flight, jobs completed per second; the ledger audit
 //!   must add up at the end. The coordinator's RSS after these jobs is the memory bar's second half.
+//!   For experiments, not the bar: `ICN_JOBS=N` runs N jobs instead of 10,000 (1,000 with
+//!   `--quick`), `ICN_EXECUTORS=N` starts N executors instead of eight.
 //! - bids: the coordinator's own bid path in this process, as its driver runs it (verify as the
 //!   session receives, then check, score, stake lock, store and award, one commit per batch of
 //!   queued events), then one flush: signed bids recorded durably per second.
@@ -348,9 +350,12 @@ fn cpu_time(pid: u32) -> Duration {
 }
 
 fn throughput(quick: bool) {
-    let jobs: u64 = if quick { 1000 } else { 10_000 };
+    let knob =
+        |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let jobs = knob("ICN_JOBS", if quick { 1000 } else { 10_000 });
     let in_flight = 64;
-    let mesh = start_mesh(8);
+    let executors = knob("ICN_EXECUTORS", 8) as usize;
+    let mesh = start_mesh(executors);
     let own_cpu_before = cpu_time(std::process::id());
     let rt = runtime();
     let (elapsed, audit) = rt.block_on(async {
@@ -400,7 +405,7 @@ fn throughput(quick: bool) {
     let executors_cpu: Duration = mesh.children[1..].iter().map(|c| cpu_time(c.id())).sum();
     let own_cpu = cpu_time(std::process::id()).saturating_sub(own_cpu_before);
     println!(
-        "\nThroughput: {jobs} trivial jobs, 8 executor processes, {in_flight} in flight, all on this machine"
+        "\nThroughput: {jobs} trivial jobs, {executors} executor processes, {in_flight} in flight, all on this machine"
     );
     println!("{:<40} {:>12}", "measure", "value");
     println!("{:<40} {:>12.0}", "jobs completed per second", jobs as f64 / elapsed.as_secs_f64());
@@ -408,7 +413,11 @@ fn throughput(quick: bool) {
     println!("{:<40} {:>12}", "ledger audit adds up", audit.conserved);
     let per_job = |d: Duration| us(d) / jobs as f64;
     println!("{:<40} {:>12.0}", "CPU per job, coordinator (µs)", per_job(coordinator_cpu));
-    println!("{:<40} {:>12.0}", "CPU per job, 8 executors together (µs)", per_job(executors_cpu));
+    println!(
+        "{:<40} {:>12.0}",
+        format!("CPU per job, {executors} executors together (µs)"),
+        per_job(executors_cpu)
+    );
     println!("{:<40} {:>12.0}", "CPU per job, this client process (µs)", per_job(own_cpu));
     println!(
         "{:<40} {:>12.1}",
