@@ -162,6 +162,29 @@ impl<T> SignedRecord<T> {
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
+
+    /// A copy of the bytes with their CID, for a store to keep later.
+    pub fn to_cid_bytes(&self) -> CidBytes {
+        CidBytes { cid: self.cid, bytes: self.bytes.clone() }
+    }
+}
+
+/// A record's exact bytes and the CID computed from them. Made only from a [`SignedRecord`], so a
+/// store can index them under that CID without hashing them again.
+#[derive(Debug, Clone)]
+pub struct CidBytes {
+    cid: Cid,
+    bytes: Vec<u8>,
+}
+
+impl CidBytes {
+    pub fn cid(&self) -> Cid {
+        self.cid
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 /// A verified record of any kind, its body left as IPLD (for `icn dag show`).

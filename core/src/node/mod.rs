@@ -17,7 +17,7 @@ use cid::Cid;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::dag::{SignedRecord, blob_cid};
+use crate::dag::{CidBytes, SignedRecord, blob_cid};
 use crate::error::FailureReason;
 use crate::identity::{Did, Keypair};
 use crate::local::{NodeCaps, limits_for};
@@ -192,9 +192,9 @@ struct Keep {
 struct Unstored {
     store: Arc<Store>,
     blobs: Vec<Vec<u8>>,
-    /// (CID, the record's exact bytes). Not indexed by job: the node never looks records up by
+    /// Each record's exact bytes and CID. Not indexed by job: the node never looks records up by
     /// job (the DAG links them), and the index cost a multimap insert per record.
-    records: Vec<(Cid, Vec<u8>)>,
+    records: Vec<CidBytes>,
     /// When the oldest of them arrived.
     since: Option<tokio::time::Instant>,
 }
@@ -205,7 +205,7 @@ impl Unstored {
     }
 
     fn record<T>(&mut self, record: &SignedRecord<T>) {
-        self.records.push((record.cid(), record.bytes().to_vec()));
+        self.records.push(record.to_cid_bytes());
         self.since.get_or_insert_with(tokio::time::Instant::now);
     }
 
@@ -243,8 +243,8 @@ impl Unstored {
                     for blob in self.blobs.drain(..) {
                         batch.put_blob(&blob)?;
                     }
-                    for (cid, bytes) in self.records.drain(..) {
-                        batch.put_record_bytes(cid, &bytes, None)?;
+                    for record in self.records.drain(..) {
+                        batch.put_cid_bytes(&record, None)?;
                     }
                     batch.commit()
                 })

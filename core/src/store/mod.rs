@@ -15,7 +15,7 @@ use std::path::Path;
 use cid::Cid;
 use redb::{MultimapTableDefinition, ReadableTable, TableDefinition};
 
-use crate::dag::{DAG_CBOR_CODEC, RAW_CODEC, SignedRecord, blob_cid, record_cid};
+use crate::dag::{CidBytes, DAG_CBOR_CODEC, RAW_CODEC, SignedRecord, blob_cid, record_cid};
 pub use db::{
     DEFAULT_CACHE_BYTES, DEFAULT_CHECKPOINT_BYTES, Db, DbOptions, Logged, LoggedMultimap, LoggedTable,
     MultimapTable, Table, Tx, log_path,
@@ -188,12 +188,18 @@ impl Store {
     }
 }
 
-/// Stores record bytes, which must be those of `cid`, under the next number and indexes them by
+/// Stores record bytes, checked to be those of `cid`, under the next number and indexes them by
 /// CID, unless the CID is indexed already.
 fn insert_record(tx: &Tx<'_>, cid: Cid, bytes: &[u8]) -> Result<(), StoreError> {
     if record_cid(bytes) != cid {
         return Err(StoreError::CidMismatch(cid));
     }
+    index_record(tx, cid, bytes)
+}
+
+/// [`insert_record`] for bytes whose CID was computed from them when they were made (a
+/// [`SignedRecord`] or [`CidBytes`]): the same, without hashing them a second time.
+fn index_record(tx: &Tx<'_>, cid: Cid, bytes: &[u8]) -> Result<(), StoreError> {
     let key = cid.to_bytes();
     let key = key.as_slice();
     let mut index = tx.open_table(RECORD_INDEX)?;
@@ -234,12 +240,23 @@ impl Batch<'_> {
     }
 
     pub fn put_record<T>(&mut self, record: &SignedRecord<T>, job: Option<Cid>) -> Result<(), StoreError> {
-        self.put_record_bytes(record.cid(), record.bytes(), job)
+        index_record(&self.tx, record.cid(), record.bytes())?;
+        self.index_by_job(record.cid(), job)
     }
 
-    /// Stores record bytes under `cid`, which must be their CID.
+    /// Stores a record kept as [`CidBytes`].
+    pub fn put_cid_bytes(&mut self, record: &CidBytes, job: Option<Cid>) -> Result<(), StoreError> {
+        index_record(&self.tx, record.cid(), record.bytes())?;
+        self.index_by_job(record.cid(), job)
+    }
+
+    /// Stores record bytes under `cid`, which must be their CID (checked).
     pub fn put_record_bytes(&mut self, cid: Cid, bytes: &[u8], job: Option<Cid>) -> Result<(), StoreError> {
         insert_record(&self.tx, cid, bytes)?;
+        self.index_by_job(cid, job)
+    }
+
+    fn index_by_job(&mut self, cid: Cid, job: Option<Cid>) -> Result<(), StoreError> {
         if let Some(job) = job {
             self.tx
                 .open_multimap_table(BY_JOB)?
@@ -345,7 +362,12 @@ mod tests {
         );
         store.put_record(&a, None).expect("a");
         store.put_record(&a, None).expect("a again");
-        store.put_record(&b, None).expect("b");
+        // Kept as CID and bytes (as a node does until it stores), then stored: the same record.
+        let mut batch = store.batch().expect("batch");
+        batch.put_cid_bytes(&a.to_cid_bytes(), None).expect("a as CID and bytes");
+        batch.put_cid_bytes(&b.to_cid_bytes(), None).expect("b as CID and bytes");
+        batch.commit().expect("commit");
+        store.put_record(&b, None).expect("b again");
         let tx = store.db().begin_write().expect("tx");
         let numbers: Vec<u64> = tx
             .open_table(RECORD_BYTES)
