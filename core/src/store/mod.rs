@@ -112,7 +112,8 @@ impl Store {
         let moved = tx.drain_table(RECORDS_BY_CID, |cid, bytes| {
             let cid =
                 Cid::try_from(cid).map_err(|e| StoreError::Log(format!("a stored record's key: {e}")))?;
-            insert_record(&tx, cid, bytes)
+            check_record_cid(cid, bytes)?;
+            index_record(&tx, cid, bytes)
         })?;
         if let Some(moved) = moved {
             tx.commit()?;
@@ -188,17 +189,17 @@ impl Store {
     }
 }
 
-/// Stores record bytes, checked to be those of `cid`, under the next number and indexes them by
-/// CID, unless the CID is indexed already.
-fn insert_record(tx: &Tx<'_>, cid: Cid, bytes: &[u8]) -> Result<(), StoreError> {
+/// Refuses record bytes from elsewhere that are not those of `cid`. Bytes made here (a
+/// [`SignedRecord`], [`CidBytes`]) carry the CID computed from them and are not hashed again.
+fn check_record_cid(cid: Cid, bytes: &[u8]) -> Result<(), StoreError> {
     if record_cid(bytes) != cid {
         return Err(StoreError::CidMismatch(cid));
     }
-    index_record(tx, cid, bytes)
+    Ok(())
 }
 
-/// [`insert_record`] for bytes whose CID was computed from them when they were made (a
-/// [`SignedRecord`] or [`CidBytes`]): the same, without hashing them a second time.
+/// Stores record bytes, which are those of `cid`, under the next number and indexes them by CID,
+/// unless the CID is indexed already.
 fn index_record(tx: &Tx<'_>, cid: Cid, bytes: &[u8]) -> Result<(), StoreError> {
     let key = cid.to_bytes();
     let key = key.as_slice();
@@ -240,23 +241,24 @@ impl Batch<'_> {
     }
 
     pub fn put_record<T>(&mut self, record: &SignedRecord<T>, job: Option<Cid>) -> Result<(), StoreError> {
-        index_record(&self.tx, record.cid(), record.bytes())?;
-        self.index_by_job(record.cid(), job)
+        self.put_made(record.cid(), record.bytes(), job)
     }
 
     /// Stores a record kept as [`CidBytes`].
     pub fn put_cid_bytes(&mut self, record: &CidBytes, job: Option<Cid>) -> Result<(), StoreError> {
-        index_record(&self.tx, record.cid(), record.bytes())?;
-        self.index_by_job(record.cid(), job)
+        self.put_made(record.cid(), record.bytes(), job)
     }
 
     /// Stores record bytes under `cid`, which must be their CID (checked).
     pub fn put_record_bytes(&mut self, cid: Cid, bytes: &[u8], job: Option<Cid>) -> Result<(), StoreError> {
-        insert_record(&self.tx, cid, bytes)?;
-        self.index_by_job(cid, job)
+        check_record_cid(cid, bytes)?;
+        self.put_made(cid, bytes, job)
     }
 
-    fn index_by_job(&mut self, cid: Cid, job: Option<Cid>) -> Result<(), StoreError> {
+    /// Stores a record whose CID was computed from its bytes when it was made, and indexes it
+    /// under `job` if there is one.
+    fn put_made(&mut self, cid: Cid, bytes: &[u8], job: Option<Cid>) -> Result<(), StoreError> {
+        index_record(&self.tx, cid, bytes)?;
         if let Some(job) = job {
             self.tx
                 .open_multimap_table(BY_JOB)?

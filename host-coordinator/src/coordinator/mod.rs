@@ -283,7 +283,7 @@ async fn executor_session(
             let oldest = receipts.front().map(|(mark, _)| *mark);
             let message = tokio::select! {
                 biased;
-                () = async { group.covers(oldest.unwrap_or(u64::MAX)).await }, if oldest.is_some() => {
+                () = group.covers(oldest.unwrap_or_default()), if oldest.is_some() => {
                     receipts.pop_front().map(|(_, receipt)| receipt)
                 }
                 next = rx.recv(), if open => match next {
