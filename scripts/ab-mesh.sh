@@ -28,7 +28,8 @@ for _ in $(seq "$rounds"); do
         out=$("$bench" "$mode" $quick 2>&1)
         if [ "$mode" = latency ]; then
             echo "$side $(echo "$out" | awk '/sum of the parts/{s=$5} /^p50/{p=$2; r=$3} /^p99/{q=$2; t=$3}
-                END{printf "parts %s µs  p50 %s µs (%s)  p99 %s µs (%s)", s, p, r, q, t}')"
+                /^coordinator /{c=$2} /^4 executors together/{e=$4}
+                END{printf "parts %s µs  p50 %s µs (%s)  p99 %s µs (%s)  CPU/job coord %s exec %s µs", s, p, r, q, t, c, e}')"
         else
             echo "$side $(echo "$out" | awk '/jobs completed/{j=$NF} /coordinator \(/{c=$NF} /executors together/{e=$NF}
                 END{printf "%s jobs/s  CPU per job: coordinator %s µs, executors %s µs", j, c, e}')"

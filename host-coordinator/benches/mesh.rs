@@ -294,6 +294,7 @@ fn latency(quick: bool) {
     let mesh = start_mesh(4);
     let parts = measure_parts(mesh._dir.path());
     let rt = runtime();
+    let mut cpu_before = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut times = rt.block_on(async {
         let session = Session::open(&mesh.coordinator, &mesh.client).await.expect("session");
         // Warm-up: connections, caches, the executors' first runs.
@@ -301,6 +302,7 @@ fn latency(quick: bool) {
             assert_eq!(run_job(&session, &mesh.client, n).await, "completed");
         }
         let mut times = Vec::with_capacity(jobs);
+        cpu_before = mesh_cpu(&mesh);
         for n in 0..jobs as u64 {
             let t = Instant::now();
             let status = run_job(&session, &mesh.client, 1000 + n).await;
@@ -310,6 +312,7 @@ fn latency(quick: bool) {
         session.close().await;
         times
     });
+    let cpu_after = mesh_cpu(&mesh);
     times.sort();
     let sum = parts.critical_path();
     println!("\nEnd-to-end latency, {jobs} trivial jobs one at a time, 4 executors, redundancy None");
@@ -326,6 +329,22 @@ fn latency(quick: bool) {
         let v = quantile(&times, q);
         println!("{name:<10} {:>10.1} {:>14.2}", us(v), v.as_secs_f64() / sum.as_secs_f64());
     }
+    // The jobs run one at a time, but each keeps several processes busy on two cores: how much
+    // CPU a job costs says how much of its latency is waiting for a core.
+    let per_job = |after: Duration, before: Duration| us(after.saturating_sub(before)) / jobs as f64;
+    println!("{:<34} {:>10}", "CPU per job (all processes)", "µs");
+    println!("{:<34} {:>10.0}", "coordinator", per_job(cpu_after.0, cpu_before.0));
+    println!("{:<34} {:>10.0}", "4 executors together", per_job(cpu_after.1, cpu_before.1));
+    println!("{:<34} {:>10.0}", "this client process", per_job(cpu_after.2, cpu_before.2));
+}
+
+/// CPU time used so far by the coordinator, the executors together, and this process.
+fn mesh_cpu(mesh: &Mesh) -> (Duration, Duration, Duration) {
+    (
+        cpu_time(mesh.children[0].id()),
+        mesh.children[1..].iter().map(|c| cpu_time(c.id())).sum(),
+        cpu_time(std::process::id()),
+    )
 }
 
 fn rss_kib(pid: u32) -> u64 {
