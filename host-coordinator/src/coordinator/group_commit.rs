@@ -89,6 +89,19 @@ impl GroupCommit {
         self.covers(self.want()).await;
     }
 
+    /// Returns once every write made before this call is durable, giving other waiters `window` to
+    /// ask for the flush that covers it before asking itself. For a promise that is not urgent — a
+    /// job recorded — which the flush a moment later (a short job's final report) keeps as well: on
+    /// a quiet mesh a trivial job then costs one fsync, not two.
+    pub async fn durable_within(&self, window: Duration) {
+        let mark = self.db.written();
+        let mut rx = self.durable.subscribe();
+        if tokio::time::timeout(window, rx.wait_for(|covered| *covered >= mark)).await.is_err() {
+            self.signal.want();
+            let _ = rx.wait_for(|covered| *covered >= mark).await;
+        }
+    }
+
     /// Notes the writes made so far, asks for a flush if they are not durable yet, and returns the
     /// mark to wait for with [`GroupCommit::covers`].
     pub fn want(&self) -> u64 {
@@ -155,6 +168,42 @@ fn flush_loop(db: &Db, signal: &Signal, durable: &watch::Sender<u64>) {
 mod tests {
     use super::*;
     use icn_mesh_core::store::Store;
+
+    #[test]
+    fn a_promise_that_can_wait_rides_on_the_next_flush_or_asks_for_one_after_its_window() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = crate::coordinator::open_db(&dir.path().join("store.redb")).expect("db");
+        let store = Arc::new(Store::within(db.clone()).expect("store"));
+        let group = GroupCommit::start(db.clone()).expect("flusher");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            // Someone else's flush, asked for within the window, keeps the promise: it returns long
+            // before its own window would have run out.
+            store.put_blob(b"recorded").expect("put");
+            let recorded = db.written();
+            let started = std::time::Instant::now();
+            let waiting = {
+                let group = Arc::clone(&group);
+                tokio::spawn(async move { group.durable_within(Duration::from_secs(30)).await })
+            };
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert!(*group.durable.borrow() < recorded, "nobody has asked for a flush yet");
+            store.put_blob(b"settled").expect("put");
+            group.durable().await;
+            tokio::time::timeout(Duration::from_secs(10), waiting)
+                .await
+                .expect("released by the other flush")
+                .expect("task");
+            assert!(started.elapsed() < Duration::from_secs(10));
+            // Alone, it asks for the flush itself once its window is over.
+            store.put_blob(b"alone").expect("put");
+            let alone = db.written();
+            tokio::time::timeout(Duration::from_secs(10), group.durable_within(Duration::from_millis(50)))
+                .await
+                .expect("it asked for its own flush");
+            assert!(*group.durable.borrow() >= alone);
+        });
+    }
 
     #[test]
     fn every_waiter_is_released_by_a_flush_and_the_flusher_ends_with_the_group() {

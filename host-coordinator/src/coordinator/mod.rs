@@ -337,6 +337,12 @@ async fn executor_session(
     result
 }
 
+/// How long a job's acceptance waits for a flush someone else asks for before asking itself (see
+/// `GroupCommit::durable_within`): about a trivial job's whole run on a quiet mesh here, so that
+/// one fsync covers both its acceptance and its settlement; `icn job submit` without `--wait`
+/// answers at most this much later.
+const ACCEPT_FLUSH_WINDOW: Duration = Duration::from_millis(3);
+
 /// Messages per second one executor may send before it is disconnected.
 pub const MAX_MESSAGES_PER_SECOND: u32 = 2000;
 
@@ -357,11 +363,10 @@ async fn client_request(
             });
             tracing::trace!("submitted");
             let accepted = matches!(first, ClientReply::Accepted { .. });
-            // The offers go out first (their sessions' tasks are ready now), then the flush starts:
-            // no executor waits for the flusher's wake-up, which would take the core they need.
-            tokio::task::yield_now().await;
-            // "Accepted" promises the job and its budget lock are recorded.
-            group.durable().await;
+            // "Accepted" promises the job and its budget lock are recorded. The flush that keeps
+            // that promise is not asked for at once: the offers go out and the executors bid
+            // meanwhile, and a short job's final report asks for one that covers both.
+            group.durable_within(ACCEPT_FLUSH_WINDOW).await;
             frame::write(&mut send, &first, MAX_MESSAGE_BYTES).await?;
             if wait && accepted {
                 // The job may already be final (a resubmission of a finished job).
