@@ -118,6 +118,12 @@ impl GroupCommit {
         let _ = rx.wait_for(|covered| *covered >= mark).await;
     }
 
+    /// The last write known durable.
+    #[cfg(test)]
+    pub fn durable_mark(&self) -> u64 {
+        *self.durable.borrow()
+    }
+
     /// Asks for a flush if anything is not yet durable (the coordinator's tick calls this, so no
     /// write stays volatile for long even when nobody waits for it).
     pub fn nudge(&self) {

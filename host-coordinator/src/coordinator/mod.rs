@@ -266,45 +266,14 @@ async fn executor_session(
         return Err(SessionError::Protocol("an executor must register first".into()));
     };
     frame::write(&mut send, &ToExecutor::Registered, MAX_MESSAGE_BYTES).await?;
-    let (outbox, mut rx) = mpsc::unbounded_channel::<ToExecutor>();
+    let (outbox, rx) = mpsc::unbounded_channel::<ToExecutor>();
     // Names this session to the state: a departure removes the entry only if it is still this one's.
     let session = outbox.clone();
     let entry = ExecutorEntry { outbox, capabilities, accepting, busy: None };
     // The queue outlives every session (its task holds the state); a send fails only at exit.
     let _ = events.send(Event::Joined { did: did.clone(), entry, at_ms: now_ms() });
     tracing::info!("executor {did} joined");
-    let writer = tokio::spawn(async move {
-        // A receipt says mana moved: it goes out only once the move is on disk. What comes after
-        // it (the executor's next offer, sent as soon as its result is in) does not wait for that
-        // flush: each receipt waits on its own, in order.
-        let mut receipts: VecDeque<(u64, ToExecutor)> = VecDeque::new();
-        let mut open = true;
-        while open || !receipts.is_empty() {
-            let oldest = receipts.front().map(|(mark, _)| *mark);
-            let message = tokio::select! {
-                biased;
-                () = group.covers(oldest.unwrap_or_default()), if oldest.is_some() => {
-                    receipts.pop_front().map(|(_, receipt)| receipt)
-                }
-                next = rx.recv(), if open => match next {
-                    Some(receipt @ ToExecutor::Receipt(_)) => {
-                        receipts.push_back((group.want(), receipt));
-                        None
-                    }
-                    Some(other) => Some(other),
-                    None => {
-                        open = false;
-                        None
-                    }
-                },
-            };
-            let Some(message) = message else { continue };
-            tracing::trace!("to executor: {}", message.kind());
-            if frame::write(&mut send, &message, MAX_MESSAGE_BYTES).await.is_err() {
-                break;
-            }
-        }
-    });
+    let writer = tokio::spawn(executor_writer(group, rx, send));
     // A flood of messages from one executor is cut off: at most this many per second.
     let mut window = (now_ms(), 0u32);
     let result = loop {
@@ -342,6 +311,75 @@ async fn executor_session(
 /// one fsync covers both its acceptance and its settlement; `icn job submit` without `--wait`
 /// answers at most this much later.
 const ACCEPT_FLUSH_WINDOW: Duration = Duration::from_millis(3);
+
+/// How long a durable receipt waits to ride along with the executor's next message before it goes
+/// on its own. Nothing waits on a receipt (the executor has been paid; the receipt is its proof of
+/// that), and on a busy mesh the next message — the award of the job it has just bid on — follows
+/// within a millisecond or two: the two then reach the executor in one packet and one wake-up
+/// instead of two.
+const RECEIPT_RIDE: Duration = Duration::from_millis(5);
+
+/// Writes what the state sends one executor, in order, except receipts. A receipt says mana moved,
+/// so it goes out only once the move is on disk; what comes after it (the executor's next offer,
+/// sent as soon as its result is in) does not wait for that flush. Durable receipts then wait up to
+/// [`RECEIPT_RIDE`] for the next message to go out with.
+async fn executor_writer(
+    group: Arc<GroupCommit>,
+    mut rx: mpsc::UnboundedReceiver<ToExecutor>,
+    mut send: impl Outgoing,
+) {
+    // Receipts not yet durable, each with the flush mark it waits for, in order.
+    let mut flushing: VecDeque<(u64, ToExecutor)> = VecDeque::new();
+    // Durable receipts, and when the first of them became so.
+    let mut durable: Vec<ToExecutor> = Vec::new();
+    let mut durable_since: Option<tokio::time::Instant> = None;
+    let mut open = true;
+    while open || !flushing.is_empty() || !durable.is_empty() {
+        let oldest = flushing.front().map(|(mark, _)| *mark);
+        let ride_until = durable_since.map(|t| if open { t + RECEIPT_RIDE } else { t });
+        let next = tokio::select! {
+            biased;
+            () = group.covers(oldest.unwrap_or_default()), if oldest.is_some() => {
+                durable.extend(flushing.pop_front().map(|(_, receipt)| receipt));
+                durable_since.get_or_insert_with(tokio::time::Instant::now);
+                continue;
+            }
+            () = tokio::time::sleep_until(ride_until.unwrap_or_else(tokio::time::Instant::now)), if ride_until.is_some() => None,
+            next = rx.recv(), if open => match next {
+                Some(receipt @ ToExecutor::Receipt(_)) => {
+                    flushing.push_back((group.want(), receipt));
+                    continue;
+                }
+                Some(other) => Some(other),
+                None => {
+                    open = false;
+                    continue;
+                }
+            },
+        };
+        // The receipts first (they were due before it), then the message, written back to back so
+        // that they leave together.
+        durable_since = None;
+        for message in durable.drain(..).chain(next) {
+            tracing::trace!("to executor: {}", message.kind());
+            if !send.write(&message).await {
+                return;
+            }
+        }
+    }
+}
+
+/// Where [`executor_writer`] writes: the executor's control stream (a recorder in tests).
+trait Outgoing {
+    /// Writes one message; false once the peer is gone.
+    async fn write(&mut self, message: &ToExecutor) -> bool;
+}
+
+impl Outgoing for quinn::SendStream {
+    async fn write(&mut self, message: &ToExecutor) -> bool {
+        frame::write(self, message, MAX_MESSAGE_BYTES).await.is_ok()
+    }
+}
 
 /// Messages per second one executor may send before it is disconnected.
 pub const MAX_MESSAGES_PER_SECOND: u32 = 2000;
@@ -427,4 +465,94 @@ async fn client_request(
     }
     let _ = send.finish();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use icn_mesh_core::protocol::RecordBytes;
+    use icn_mesh_core::store::Store;
+
+    /// What the writer wrote, and when; checks that no receipt goes out before everything written
+    /// to the database by then is durable.
+    struct Recorder(mpsc::UnboundedSender<(tokio::time::Instant, ToExecutor)>, Arc<GroupCommit>, Db);
+
+    impl Outgoing for Recorder {
+        async fn write(&mut self, message: &ToExecutor) -> bool {
+            if matches!(message, ToExecutor::Receipt(_)) {
+                assert!(self.1.durable_mark() >= self.2.written(), "a receipt before its flush");
+            }
+            self.0.send((tokio::time::Instant::now(), message.clone())).is_ok()
+        }
+    }
+
+    fn receipt(n: u8) -> ToExecutor {
+        ToExecutor::Receipt(RecordBytes(vec![n]))
+    }
+
+    fn offer(n: u8) -> ToExecutor {
+        ToExecutor::Offer { job: RecordBytes(vec![n]), bid_deadline_ms: 0 }
+    }
+
+    #[test]
+    fn receipts_wait_for_their_flush_then_ride_with_the_next_message_or_go_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = open_db(&dir.path().join("store.redb")).expect("db");
+        let store = Store::within(db.clone()).expect("store");
+        let group = GroupCommit::start(db.clone()).expect("flusher");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let (outbox, rx) = mpsc::unbounded_channel();
+            let (written, mut out) = mpsc::unbounded_channel();
+            tokio::spawn(executor_writer(
+                Arc::clone(&group),
+                rx,
+                Recorder(written, Arc::clone(&group), db.clone()),
+            ));
+            let next = |out: &mut mpsc::UnboundedReceiver<(tokio::time::Instant, ToExecutor)>| {
+                let message = out.try_recv().map(|(_, m)| m);
+                message.ok()
+            };
+
+            // A receipt for a payment not yet flushed waits; an offer after it goes at once.
+            store.put_blob(b"paid").expect("put");
+            let paid = db.written();
+            outbox.send(receipt(1)).expect("queue");
+            outbox.send(offer(2)).expect("queue");
+            let (_, first) = out.recv().await.expect("written");
+            assert_eq!(first, offer(2));
+            // Once its flush is done, the receipt waits to ride along: written with the next
+            // message, just before it.
+            group.durable().await;
+            assert!(group.durable_mark() >= paid);
+            tokio::time::sleep(RECEIPT_RIDE / 5).await;
+            assert_eq!(next(&mut out), None, "a durable receipt waits for company");
+            outbox.send(offer(3)).expect("queue");
+            let (at, second) = out.recv().await.expect("written");
+            let (at3, third) = out.recv().await.expect("written");
+            assert_eq!((second, third), (receipt(1), offer(3)));
+            assert!(at3 - at < RECEIPT_RIDE);
+
+            // Alone, it goes once its ride has waited long enough.
+            store.put_blob(b"paid again").expect("put");
+            outbox.send(receipt(4)).expect("queue");
+            let queued = tokio::time::Instant::now();
+            let (at, alone) = tokio::time::timeout(Duration::from_secs(10), out.recv())
+                .await
+                .expect("sent alone")
+                .expect("written");
+            assert_eq!(alone, receipt(4));
+            assert!(at - queued >= RECEIPT_RIDE, "it waited for a ride first");
+
+            // When the outbox closes, what is left still goes.
+            store.put_blob(b"last").expect("put");
+            outbox.send(receipt(5)).expect("queue");
+            drop(outbox);
+            let (_, last) = tokio::time::timeout(Duration::from_secs(10), out.recv())
+                .await
+                .expect("sent at close")
+                .expect("written");
+            assert_eq!(last, receipt(5));
+        });
+    }
 }
