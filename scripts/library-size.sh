@@ -5,6 +5,9 @@
 # the release build (opt-level 3 everywhere, thin LTO; bar: within 1.1x).
 # x86_64 here stands in for arm64, which this machine cannot build.
 set -euo pipefail
+# The same flags as the library (see scripts/phone-library.sh), so both verify builds compare
+# profiles, not ed25519 backends.
+export RUSTFLAGS="${RUSTFLAGS-}"
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
 lib=$(scripts/phone-library.sh)

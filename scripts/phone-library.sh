@@ -8,6 +8,10 @@
 #       for Android (android/build-native.sh): cargo-ndk, and Android's own relocation packing (RELR
 #       needs API 28; minSdk is 26)
 set -euo pipefail
+# x86_64 here stands in for arm64: built without the x86-only ed25519 backend that
+# .cargo/config.toml asks for (a RUSTFLAGS variable, even an empty one, replaces it); a caller's
+# own RUSTFLAGS is kept.
+export RUSTFLAGS="${RUSTFLAGS-}"
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
 link=(-C link-arg=-Wl,--no-eh-frame-hdr -C "link-arg=-Wl,-T,$PWD/ffi/no-unwind-tables.ld")
