@@ -106,7 +106,7 @@ enum LedgerCommand {
 /// fast bin back into the heap (`malloc_consolidate`). The coordinator frees and allocates record-
 /// and page-sized blocks all the time, so it swept often: without fast bins a freed block merges at
 /// once and nothing is swept, and the allocator's share of the coordinator's CPU in the latency
-/// bench fell from 8.1% to 6.0% (its sweeping and unlinking from 2.1% to 0.6%). The per-thread
+/// bench fell from 8.5% to 7.0% (its sweeping and unlinking from 2.1% to 0.6%). The per-thread
 /// cache (tcache), glibc's fast path, is untouched. Elsewhere (musl, Apple, Android's bionic) there
 /// is nothing to turn off.
 fn tune_allocator() {
