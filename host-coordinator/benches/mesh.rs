@@ -294,7 +294,7 @@ fn latency(quick: bool) {
     let mesh = start_mesh(4);
     let parts = measure_parts(mesh._dir.path());
     let rt = runtime();
-    let mut cpu_before = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut cpu_before = MeshCpu::default();
     let mut times = rt.block_on(async {
         let session = Session::open(&mesh.coordinator, &mesh.client).await.expect("session");
         // Warm-up: connections, caches, the executors' first runs.
@@ -302,7 +302,7 @@ fn latency(quick: bool) {
             assert_eq!(run_job(&session, &mesh.client, n).await, "completed");
         }
         let mut times = Vec::with_capacity(jobs);
-        cpu_before = mesh_cpu(&mesh);
+        cpu_before = MeshCpu::now(&mesh);
         for n in 0..jobs as u64 {
             let t = Instant::now();
             let status = run_job(&session, &mesh.client, 1000 + n).await;
@@ -312,7 +312,7 @@ fn latency(quick: bool) {
         session.close().await;
         times
     });
-    let cpu_after = mesh_cpu(&mesh);
+    let cpu = MeshCpu::now(&mesh).since(cpu_before);
     times.sort();
     let sum = parts.critical_path();
     println!("\nEnd-to-end latency, {jobs} trivial jobs one at a time, 4 executors, redundancy None");
@@ -331,20 +331,39 @@ fn latency(quick: bool) {
     }
     // The jobs run one at a time, but each keeps several processes busy on two cores: how much
     // CPU a job costs says how much of its latency is waiting for a core.
-    let per_job = |after: Duration, before: Duration| us(after.saturating_sub(before)) / jobs as f64;
+    let per_job = |d: Duration| us(d) / jobs as f64;
     println!("{:<34} {:>10}", "CPU per job (all processes)", "µs");
-    println!("{:<34} {:>10.0}", "coordinator", per_job(cpu_after.0, cpu_before.0));
-    println!("{:<34} {:>10.0}", "4 executors together", per_job(cpu_after.1, cpu_before.1));
-    println!("{:<34} {:>10.0}", "this client process", per_job(cpu_after.2, cpu_before.2));
+    println!("{:<34} {:>10.0}", "coordinator", per_job(cpu.coordinator));
+    println!("{:<34} {:>10.0}", "4 executors together", per_job(cpu.executors));
+    println!("{:<34} {:>10.0}", "this client process", per_job(cpu.client));
 }
 
-/// CPU time used so far by the coordinator, the executors together, and this process.
-fn mesh_cpu(mesh: &Mesh) -> (Duration, Duration, Duration) {
-    (
-        cpu_time(mesh.children[0].id()),
-        mesh.children[1..].iter().map(|c| cpu_time(c.id())).sum(),
-        cpu_time(std::process::id()),
-    )
+/// CPU time used by the coordinator, the executors together, and this process (the client).
+#[derive(Debug, Clone, Copy, Default)]
+struct MeshCpu {
+    coordinator: Duration,
+    executors: Duration,
+    client: Duration,
+}
+
+impl MeshCpu {
+    /// What each has used so far.
+    fn now(mesh: &Mesh) -> Self {
+        Self {
+            coordinator: cpu_time(mesh.children[0].id()),
+            executors: mesh.children[1..].iter().map(|c| cpu_time(c.id())).sum(),
+            client: cpu_time(std::process::id()),
+        }
+    }
+
+    /// What each has used since `before`.
+    fn since(self, before: Self) -> Self {
+        Self {
+            coordinator: self.coordinator.saturating_sub(before.coordinator),
+            executors: self.executors.saturating_sub(before.executors),
+            client: self.client.saturating_sub(before.client),
+        }
+    }
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -375,7 +394,7 @@ fn throughput(quick: bool) {
     let in_flight = 64;
     let executors = knob("ICN_EXECUTORS", 8) as usize;
     let mesh = start_mesh(executors);
-    let own_cpu_before = cpu_time(std::process::id());
+    let cpu_before = MeshCpu::now(&mesh);
     let rt = runtime();
     let (elapsed, audit) = rt.block_on(async {
         let session = Rc::new(Session::open(&mesh.coordinator, &mesh.client).await.expect("session"));
@@ -420,9 +439,7 @@ fn throughput(quick: bool) {
         (elapsed, audit.expect("an audit"))
     });
     let coordinator_rss = rss_kib(mesh.children[0].id());
-    let coordinator_cpu = cpu_time(mesh.children[0].id());
-    let executors_cpu: Duration = mesh.children[1..].iter().map(|c| cpu_time(c.id())).sum();
-    let own_cpu = cpu_time(std::process::id()).saturating_sub(own_cpu_before);
+    let cpu = MeshCpu::now(&mesh).since(cpu_before);
     println!(
         "\nThroughput: {jobs} trivial jobs, {executors} executor processes, {in_flight} in flight, all on this machine"
     );
@@ -431,13 +448,13 @@ fn throughput(quick: bool) {
     println!("{:<40} {:>12.2}", "wall time (s)", elapsed.as_secs_f64());
     println!("{:<40} {:>12}", "ledger audit adds up", audit.conserved);
     let per_job = |d: Duration| us(d) / jobs as f64;
-    println!("{:<40} {:>12.0}", "CPU per job, coordinator (µs)", per_job(coordinator_cpu));
+    println!("{:<40} {:>12.0}", "CPU per job, coordinator (µs)", per_job(cpu.coordinator));
     println!(
         "{:<40} {:>12.0}",
         format!("CPU per job, {executors} executors together (µs)"),
-        per_job(executors_cpu)
+        per_job(cpu.executors)
     );
-    println!("{:<40} {:>12.0}", "CPU per job, this client process (µs)", per_job(own_cpu));
+    println!("{:<40} {:>12.0}", "CPU per job, this client process (µs)", per_job(cpu.client));
     println!(
         "{:<40} {:>12.1}",
         format!("coordinator RSS after {jobs} jobs (MiB)"),
