@@ -391,7 +391,7 @@ fn throughput(quick: bool) {
     let knob =
         |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let jobs = knob("ICN_JOBS", if quick { 1000 } else { 10_000 });
-    let in_flight = 64;
+    let in_flight = knob("ICN_IN_FLIGHT", 64) as usize;
     let executors = knob("ICN_EXECUTORS", 8) as usize;
     let mesh = start_mesh(executors);
     let cpu_before = MeshCpu::now(&mesh);
