@@ -55,8 +55,6 @@ def main():
             job["result verified"] = t
         elif e == "final":
             job["final"] = t
-        elif e == "to executor: receipt":
-            job["receipt"] = t
     steps = defaultdict(list)
     for j in jobs[30:]:
         try:
@@ -70,8 +68,7 @@ def main():
                 "award -> result": j["result"] - j["award"],
                 "result verified": j["result verified"] - j["result"],
                 "verified -> final report queued": j["final"] - j["result verified"],
-                "final -> receipt sent (after the flush)": j["receipt"] - j["final"],
-                "total, request read -> receipt sent": j["receipt"] - j["read"],
+                "total, request read -> final report queued": j["final"] - j["read"],
             }
         except (KeyError, IndexError):
             continue

@@ -450,3 +450,144 @@ fn an_out_of_memory_job_is_reassigned_after_a_back_off_with_double_the_memory() 
         audit[0]["accounts"].as_array().expect("accounts").iter().find(|a| a["did"] == dids[0].as_str());
     assert_eq!(first.map(|a| a["balance"].clone()), Some(995.into()), "{audit:?}");
 }
+
+/// A finished job submitted again — the same signed record, as a client that lost its connection
+/// would resend it — is answered with its final report, through the same path as any final report:
+/// once everything written is durable. Checked at the crash point on that path: a coordinator
+/// restarted with `ICN_CRASH_AT=final-after-flush` aborts there instead of answering (the report
+/// did not skip the wait), and after one more restart the resubmission gets the first report again,
+/// the job paid once.
+#[test]
+fn a_finished_job_submitted_again_gets_its_report_through_the_durable_path_and_pays_once() {
+    use icn_mesh_coordinator::client;
+    use icn_mesh_core::identity::Keypair;
+    use icn_mesh_core::net::PeerAddr;
+    use icn_mesh_core::net::client::Session;
+    use icn_mesh_core::protocol::{ClientReply, FinalReport};
+    use icn_mesh_core::spec::JobSpec;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = |name: &str| dir.path().join(name).display().to_string();
+    let submitter = Keypair::generate().expect("key");
+    let node_key = Keypair::generate().expect("key");
+    std::fs::create_dir_all(dir.path().join("node")).expect("dir");
+    node_key.save(&dir.path().join("node/node.key")).expect("save");
+    let grants = [format!("{}=5000", submitter.did()), format!("{}=1000", node_key.did())];
+    let start_coordinator = |listen: &str, crash_at: Option<&str>| {
+        let mut command = Command::new(icn());
+        if let Some(point) = crash_at {
+            command.env("ICN_CRASH_AT", point);
+        }
+        command
+            .args(["coordinator", "--listen", listen, "--data", &d("coord")])
+            .args(["--grant", &grants[0], "--grant", &grants[1]])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("coordinator")
+    };
+    let mut coordinator = start_coordinator("127.0.0.1:0", None);
+    let address = wait_for(&dir.path().join("coord/address"));
+    let port = address.rsplit(':').next().expect("port").to_owned();
+    let mut procs = Procs(Vec::new());
+    procs.0.push(
+        Command::new(icn())
+            .args(["node", "--coordinator", &address, "--data", &d("node"), "--price-per-hour", "20000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node"),
+    );
+    wait_for(&dir.path().join("node/did"));
+
+    let module = std::fs::read(root().join("examples/jobs/echo.wasm")).expect("echo.wasm");
+    let mut spec = JobSpec::from_json(
+        r#"{"runtime": {"type": "CCL", "contract": "", "args": "again"}, "budget": {"max_total": 100}}"#,
+    )
+    .expect("spec");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock");
+    let record =
+        client::job_record(&mut spec, &module, None, &submitter, now.as_millis() as u64).expect("record");
+    let request = client::submit_request(&record, module.clone(), Vec::new(), true);
+    let coordinator_addr = PeerAddr::parse(&address).expect("address");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    // The final report of one submission of `request`, or what went wrong: a connection refused or
+    // cut before the report came, or `watched` (a coordinator) exiting meanwhile.
+    let submit_once = |mut watched: Option<&mut std::process::Child>| -> Result<FinalReport, String> {
+        rt.block_on(async {
+            let session = Session::open(&coordinator_addr, &submitter).await?;
+            let mut report = None;
+            let exited = async {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    if let Some(child) = watched.as_deref_mut()
+                        && child.try_wait().expect("try_wait").is_some()
+                    {
+                        return;
+                    }
+                }
+            };
+            let mut on_reply = |reply| match reply {
+                ClientReply::Final(r) => {
+                    report = Some(r);
+                    false
+                }
+                ClientReply::Refused { code, message } => panic!("refused: {code} {message}"),
+                _ => true,
+            };
+            let asked = tokio::select! {
+                asked = session.request(&request, &mut on_reply) => asked,
+                () = exited => Err("the coordinator exited".into()),
+                () = tokio::time::sleep(Duration::from_secs(30)) => Err("no final report within 30 s".into()),
+            };
+            session.close().await;
+            asked.and_then(|()| report.ok_or_else(|| "the stream ended without a final report".into()))
+        })
+    };
+    let first = submit_once(None).expect("the first submission's final report");
+    assert_eq!(first.status, "completed", "{first:?}");
+    assert!(!first.receipts.is_empty(), "{first:?}");
+    // Submitted again while the coordinator still has the job in memory: the same report, at once.
+    assert_eq!(submit_once(None).expect("the report again"), first);
+
+    // The settlement is durable (the first report waited for it): SIGKILL, then a coordinator that
+    // aborts at the last step before writing a final report.
+    let _ = coordinator.kill();
+    coordinator.wait().expect("reaped");
+    let listen = format!("127.0.0.1:{port}");
+    let mut crashing = start_coordinator(&listen, Some("final-after-flush"));
+    let start = Instant::now();
+    loop {
+        let answer = submit_once(Some(&mut crashing));
+        if crashing.try_wait().expect("try_wait").is_some() {
+            assert!(answer.is_err(), "a final report came from a coordinator that aborted before writing it");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the resubmission never reached final-after-flush: {answer:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    procs.0.push(start_coordinator(&listen, None));
+    let start = Instant::now();
+    let again = loop {
+        match submit_once(None) {
+            Ok(report) => break report,
+            Err(e) => assert!(start.elapsed() < Duration::from_secs(30), "no report after the restart: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // The same report, but for who bid: the journal keeps who ran the job, not who bid on it.
+    let without_bidders = |r: &FinalReport| FinalReport { bidders: Vec::new(), ..r.clone() };
+    assert_eq!(again, without_bidders(&first), "the journal's report is the one the client was first given");
+    let (_, audit, _) = run(&["ledger", "audit", "--coordinator", &address, "--json"]);
+    assert_eq!(audit[0]["conserved"], true, "{}", audit[0]);
+    let paid: u64 = first.paid.iter().map(|(_, amount)| amount).sum();
+    let accounts = audit[0]["accounts"].as_array().expect("accounts");
+    let submitter_account =
+        accounts.iter().find(|a| a["did"] == submitter.did().as_str()).expect("the submitter's account");
+    assert_eq!(submitter_account["balance"], 5000 - paid, "charged once: {}", audit[0]);
+    assert_eq!(submitter_account["locked"], 0, "{}", audit[0]);
+}

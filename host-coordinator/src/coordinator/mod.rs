@@ -381,6 +381,22 @@ impl Outgoing for quinn::SendStream {
     }
 }
 
+/// Writes a job's final report once everything written before it is durable: the report names
+/// receipts and payments, and a client told of them must not lose them to a crash. Every final
+/// report goes this way, including one that was ready before its "Accepted" was written.
+async fn send_final(
+    group: &GroupCommit,
+    send: &mut quinn::SendStream,
+    report: ClientReply,
+) -> Result<(), SessionError> {
+    tracing::trace!("final");
+    group.durable().await;
+    fault::crash_point("final-after-flush");
+    frame::write(send, &report, MAX_MESSAGE_BYTES).await?;
+    let _ = send.finish();
+    Ok(())
+}
+
 /// Messages per second one executor may send before it is disconnected.
 pub const MAX_MESSAGES_PER_SECOND: u32 = 2000;
 
@@ -407,27 +423,21 @@ async fn client_request(
             group.durable_within(ACCEPT_FLUSH_WINDOW).await;
             frame::write(&mut send, &first, MAX_MESSAGE_BYTES).await?;
             if wait && accepted {
-                // The job may already be final (a resubmission of a finished job).
+                // The job may already be final: a resubmission of a finished job, or a short job
+                // that ran to its end while "Accepted" waited for its flush.
                 if let ClientReply::Accepted { job } = first {
                     let done = lock(state).jobs.get(&job).is_some_and(|j| j.waiters.is_empty());
                     if done {
                         let report = lock(state).final_report(job);
-                        frame::write(&mut send, &ClientReply::Final(report), MAX_MESSAGE_BYTES).await?;
-                        return Ok(());
+                        return send_final(group, &mut send, ClientReply::Final(report)).await;
                     }
                 }
                 drop(tx);
                 while let Some(reply) = rx.recv().await {
-                    let last = matches!(reply, ClientReply::Final(_));
-                    if last {
-                        tracing::trace!("final");
-                        group.durable().await;
-                        fault::crash_point("final-after-flush");
+                    if matches!(reply, ClientReply::Final(_)) {
+                        return send_final(group, &mut send, reply).await;
                     }
                     frame::write(&mut send, &reply, MAX_MESSAGE_BYTES).await?;
-                    if last {
-                        break;
-                    }
                 }
             }
         }

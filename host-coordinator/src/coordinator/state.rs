@@ -242,8 +242,11 @@ impl State {
         }
         let cid = record.cid();
         if let Some(existing) = self.jobs.get_mut(&cid) {
-            // Idempotent: submitting the same signed job again attaches to it.
-            if let Some(w) = waiter {
+            // Idempotent: submitting the same signed job again attaches to it. A finished job
+            // tells no waiters again; the caller reads its final report from the table.
+            if let Some(w) = waiter
+                && !existing.phase.is_final()
+            {
                 existing.waiters.push(w);
             }
             return ClientReply::Accepted { job: cid };
