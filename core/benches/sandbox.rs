@@ -9,7 +9,7 @@
 //! 3. Host call: `icn.input_len` in the sandbox vs a raw wasmi host function returning a constant.
 //! 4. Cold start of a 1 MiB module: admit + instantiate + trivial call vs raw compile + instantiate.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,8 +17,13 @@ use std::time::{Duration, Instant};
 use icn_mesh_core::sandbox::{Control, ExecStatus, Sandbox, SandboxLimits};
 use wasmi::{Caller, CompilationMode, Config, EnforcedLimits, Engine, Linker, Memory, Module, Store};
 
+/// The repository root of the checkout this runs in: cargo names the package at run time; the path
+/// compiled in names the checkout that built the binary, another one when checkouts share a target
+/// directory (cargo reuses a build across checkout paths).
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("..")
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -1,6 +1,7 @@
 //! The sandbox against the example jobs and against hostile modules: every bad module gets a clear
 //! error with its code, never a panic or a host fault.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -9,8 +10,17 @@ use icn_mesh_core::sandbox::{Begun, Control, ExecStatus, Outcome, Sandbox, Sandb
 use icn_mesh_core::{ErrorCode, FailureReason};
 use sha2::{Digest, Sha256};
 
+/// The repository root of the checkout this runs in: cargo names the package at run time; the path
+/// compiled in names the checkout that built the binary, another one when checkouts share a target
+/// directory (cargo reuses a build across checkout paths).
+fn root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("..")
+}
+
 fn example(name: &str) -> Vec<u8> {
-    let path = format!("{}/../examples/jobs/{name}.wasm", env!("CARGO_MANIFEST_DIR"));
+    let path = root().join("examples/jobs").join(format!("{name}.wasm")).display().to_string();
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -310,11 +320,8 @@ fn malformed_and_truncated_modules_are_j001() {
 fn a_module_that_crashed_wasmi_2_0_0_is_refused() {
     // Found by fuzz/module_admission: an empty code section with trailing bytes made wasmi divide by
     // zero inside Module::new. The admission pre-scan refuses it first.
-    let bytes = std::fs::read(format!(
-        "{}/tests/fixtures/wasmi-empty-code-section-div-zero.wasm",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .expect("fixture");
+    let bytes = std::fs::read(root().join("core/tests/fixtures/wasmi-empty-code-section-div-zero.wasm"))
+        .expect("fixture");
     let p = refused(&bytes);
     assert_eq!(p.code, ErrorCode::J001, "{p}");
     assert!(p.message.contains("declares no functions"), "{p}");
@@ -324,11 +331,8 @@ fn a_module_that_crashed_wasmi_2_0_0_is_refused() {
 fn a_module_that_panics_the_wasmi_translator_is_refused() {
     // Found by fuzz/module_admission: wasmi 2.0.0's translator panics ("out of bounds StackPos") on
     // this malformed body instead of returning an error. Admission turns the panic into J001.
-    let bytes = std::fs::read(format!(
-        "{}/tests/fixtures/wasmi-translator-stackpos-panic.wasm",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .expect("fixture");
+    let bytes = std::fs::read(root().join("core/tests/fixtures/wasmi-translator-stackpos-panic.wasm"))
+        .expect("fixture");
     // Validation refuses it before wasmi's translator runs: the phone library, which aborts on a
     // panic, must never reach the catch.
     let panicked = Arc::new(AtomicBool::new(false));

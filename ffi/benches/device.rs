@@ -22,6 +22,15 @@ use icn_mesh_core::store::Store;
 
 const SIEVE: &[u8] = include_bytes!("../../examples/jobs/sieve.wasm");
 
+/// The repository root of the checkout this runs in: cargo names the package at run time; the path
+/// compiled in names the checkout that built the binary, another one when checkouts share a target
+/// directory (cargo reuses a build across checkout paths).
+fn root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("..")
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -235,7 +244,7 @@ fn idle_and_paused(quick: bool) {
             .args(["--coordinator", &address, "--key"])
             .arg(dir.path().join("client.key"))
             .args(["--module"])
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/jobs/sieve.wasm"))
+            .arg(root().join("examples/jobs/sieve.wasm"))
             .args(["--input"])
             .arg(dir.path().join("n.txt"))
             .args(["--wait", "--json"])

@@ -2,12 +2,21 @@
 //! exec to exit, including opening the store, loading the key, admitting the module, running it and
 //! committing its signed records. `cargo bench -p icn-mesh-coordinator --bench startup`.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// The repository root of the checkout this runs in: cargo names the package at run time; the path
+/// compiled in names the checkout that built the binary, another one when checkouts share a target
+/// directory (cargo reuses a build across checkout paths).
+fn root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("..")
+}
+
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = root();
     let icn = env!("CARGO_BIN_EXE_icn");
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,6 +20,15 @@ use icn_mesh_core::protocol::{Blob, FromExecutor, MAX_MESSAGE_BYTES, RecordBytes
 use icn_mesh_core::records::{AwardRecord, ENGINE, JobRecord, RefusalRecord, ResultRecord, ResultStatus};
 use icn_mesh_core::spec::Architecture;
 use serde_json::Value;
+
+/// The repository root of the checkout this runs in: cargo names the package at run time; the path
+/// compiled in names the checkout that built the binary, another one when checkouts share a target
+/// directory (cargo reuses a build across checkout paths).
+fn root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("..")
+}
 
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -197,8 +206,7 @@ fn hostile_executors_are_refused_and_the_job_still_completes() {
     let spec_path = dir.path().join("spec.json");
     std::fs::write(&spec_path, r#"{"runtime": {"type": "WASM"}, "budget": {"max_total": 1000}, "selection_strategy": "LowestPrice"}"#)
         .expect("spec");
-    let module =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/jobs/sieve.wasm").display().to_string();
+    let module = root().join("examples/jobs/sieve.wasm").display().to_string();
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
@@ -402,8 +410,7 @@ fn wrong_outputs_are_outvoted_and_slashed_under_full_and_sampling() {
         );
         wait_for(&Path::new(h).join("did"));
     }
-    let module =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/jobs/sieve.wasm").display().to_string();
+    let module = root().join("examples/jobs/sieve.wasm").display().to_string();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let sink = |address: &str| -> u64 {
         let out = Command::new(icn())

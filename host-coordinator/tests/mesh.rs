@@ -3,15 +3,20 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Procs, icn, wait_for};
 use serde_json::Value;
 
+/// The repository root of the checkout this runs in: cargo names the package at run time; the path
+/// compiled in names the checkout that built the binary, another one when checkouts share a target
+/// directory (cargo reuses a build across checkout paths).
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("..")
 }
 
 fn json_lines(out: &std::process::Output) -> Vec<Value> {
