@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -225,6 +225,48 @@ fn the_script_facing_contract_holds_between_processes() {
     assert!(executor_dir.is_some(), "the paid executor's store holds the receipt");
 }
 
+/// A fresh executor key in `dir/node`, where [`node_in`] finds it.
+fn node_key_in(dir: &Path) -> icn_mesh_core::identity::Keypair {
+    let key = icn_mesh_core::identity::Keypair::generate().expect("key");
+    std::fs::create_dir_all(dir.join("node")).expect("dir");
+    key.save(&dir.join("node/node.key")).expect("save");
+    key
+}
+
+/// `icn coordinator` on `listen` with its data in `dir/coord` (so a restart on the same port takes
+/// up where it stopped), granting `grants`; with `crash_at`, set to abort at that crash point.
+fn coordinator_in(
+    dir: &Path,
+    grants: &[String],
+    listen: &str,
+    crash_at: Option<&str>,
+) -> std::process::Child {
+    let mut command = Command::new(icn());
+    if let Some(point) = crash_at {
+        command.env("ICN_CRASH_AT", point);
+    }
+    command.args(["coordinator", "--listen", listen, "--data"]).arg(dir.join("coord"));
+    for grant in grants {
+        command.args(["--grant", grant]);
+    }
+    command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("coordinator")
+}
+
+/// `icn node` with its data in `dir/node`, selling to `address`; returned once it has written its
+/// DID.
+fn node_in(dir: &Path, address: &str) -> std::process::Child {
+    let node = Command::new(icn())
+        .args(["node", "--coordinator", address, "--data"])
+        .arg(dir.join("node"))
+        .args(["--price-per-hour", "20000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node");
+    wait_for(&dir.join("node/did"));
+    node
+}
+
 #[test]
 fn a_coordinator_killed_mid_job_restarts_and_finishes_it_paying_once() {
     killed_and_restarted(None);
@@ -247,45 +289,14 @@ fn killed_and_restarted(at: Option<&str>) {
     let d = |name: &str| dir.path().join(name).display().to_string();
     let (_, keygen, _) = run(&["keygen", "--out", &d("submitter.key"), "--json"]);
     let submitter = keygen[0]["did"].as_str().expect("did").to_owned();
-    let node_key = icn_mesh_core::identity::Keypair::generate().expect("key");
-    std::fs::create_dir_all(dir.path().join("node")).expect("dir");
-    node_key.save(&dir.path().join("node/node.key")).expect("save");
+    let node_key = node_key_in(dir.path());
     let grants = [format!("{submitter}=5000"), format!("{}=1000", node_key.did())];
-    let start_coordinator = |listen: &str, crash_at: Option<&str>| {
-        let mut command = Command::new(icn());
-        if let Some(point) = crash_at {
-            command.env("ICN_CRASH_AT", point);
-        }
-        command
-            .args([
-                "coordinator",
-                "--listen",
-                listen,
-                "--data",
-                &d("coord"),
-                "--grant",
-                &grants[0],
-                "--grant",
-                &grants[1],
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("coordinator")
-    };
+    let start_coordinator =
+        |listen: &str, crash_at: Option<&str>| coordinator_in(dir.path(), &grants, listen, crash_at);
     let mut coordinator = start_coordinator("127.0.0.1:0", at);
     let address = wait_for(&dir.path().join("coord/address"));
     let port = address.rsplit(':').next().expect("port").to_owned();
-    let mut procs = Procs(Vec::new());
-    procs.0.push(
-        Command::new(icn())
-            .args(["node", "--coordinator", &address, "--data", &d("node"), "--price-per-hour", "20000"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node"),
-    );
-    wait_for(&dir.path().join("node/did"));
+    let mut procs = Procs(vec![node_in(dir.path(), &address)]);
     std::thread::sleep(Duration::from_millis(300));
 
     // A job long enough to be running when the coordinator dies (≈ 10 s unoptimised, ~0.2 s optimised).
@@ -472,38 +483,15 @@ fn a_finished_job_submitted_again_gets_its_report_through_the_durable_path_and_p
     use icn_mesh_core::spec::JobSpec;
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = |name: &str| dir.path().join(name).display().to_string();
     let submitter = Keypair::generate().expect("key");
-    let node_key = Keypair::generate().expect("key");
-    std::fs::create_dir_all(dir.path().join("node")).expect("dir");
-    node_key.save(&dir.path().join("node/node.key")).expect("save");
+    let node_key = node_key_in(dir.path());
     let grants = [format!("{}=5000", submitter.did()), format!("{}=1000", node_key.did())];
-    let start_coordinator = |listen: &str, crash_at: Option<&str>| {
-        let mut command = Command::new(icn());
-        if let Some(point) = crash_at {
-            command.env("ICN_CRASH_AT", point);
-        }
-        command
-            .args(["coordinator", "--listen", listen, "--data", &d("coord")])
-            .args(["--grant", &grants[0], "--grant", &grants[1]])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("coordinator")
-    };
+    let start_coordinator =
+        |listen: &str, crash_at: Option<&str>| coordinator_in(dir.path(), &grants, listen, crash_at);
     let mut coordinator = start_coordinator("127.0.0.1:0", None);
     let address = wait_for(&dir.path().join("coord/address"));
     let port = address.rsplit(':').next().expect("port").to_owned();
-    let mut procs = Procs(Vec::new());
-    procs.0.push(
-        Command::new(icn())
-            .args(["node", "--coordinator", &address, "--data", &d("node"), "--price-per-hour", "20000"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node"),
-    );
-    wait_for(&dir.path().join("node/did"));
+    let mut procs = Procs(vec![node_in(dir.path(), &address)]);
 
     let module = std::fs::read(root().join("examples/jobs/echo.wasm")).expect("echo.wasm");
     let mut spec = JobSpec::from_json(
