@@ -9,6 +9,9 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/icn-mesh/target}
 command -v valgrind >/dev/null || { SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo; $SUDO apt-get install -y -qq valgrind >/dev/null; }
 cargo bench --locked -p icn-mesh-core --bench sandbox --no-run 2>/dev/null
 bin=$(ls -t "$CARGO_TARGET_DIR"/release/deps/sandbox-* | grep -v '\.d$' | head -n 1)
+# The bench reads the example modules from this checkout (as `cargo bench` would tell it), not from
+# whichever checkout built the binary.
+export CARGO_MANIFEST_DIR=$PWD/core
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 declare -A total
