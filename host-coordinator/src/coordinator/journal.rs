@@ -48,6 +48,47 @@ pub struct Entry {
     pub paid: Vec<(Did, u64)>,
     pub receipts: Vec<Cid>,
     pub adjustments: Vec<icn_mesh_core::FailureReason>,
+    /// Whose bids stood in the last round (the final report names them). Last, so an entry
+    /// written before it was kept still decodes, as [`EntryWithoutBidders`].
+    pub bidders: Vec<Did>,
+}
+
+/// An entry as written before [`Entry::bidders`] was kept.
+#[derive(Deserialize)]
+struct EntryWithoutBidders {
+    phase: String,
+    attempt: u32,
+    created_at: u64,
+    executors: Vec<Did>,
+    validators: Vec<Did>,
+    excluded: Vec<Did>,
+    reason: Option<String>,
+    output: Option<Cid>,
+    paid: Vec<(Did, u64)>,
+    receipts: Vec<Cid>,
+    adjustments: Vec<icn_mesh_core::FailureReason>,
+}
+
+/// An entry's bytes, in the current layout or the one before `bidders`.
+fn decode(bytes: &[u8]) -> Option<Entry> {
+    if let Ok(entry) = postcard::from_bytes::<Entry>(bytes) {
+        return Some(entry);
+    }
+    let old = postcard::from_bytes::<EntryWithoutBidders>(bytes).ok()?;
+    Some(Entry {
+        phase: old.phase,
+        attempt: old.attempt,
+        created_at: old.created_at,
+        executors: old.executors,
+        validators: old.validators,
+        excluded: old.excluded,
+        reason: old.reason,
+        output: old.output,
+        paid: old.paid,
+        receipts: old.receipts,
+        adjustments: old.adjustments,
+        bidders: Vec::new(),
+    })
 }
 
 #[derive(Debug)]
@@ -63,7 +104,7 @@ impl Journal {
         // An older journal's entries move in the same transaction (safe to run again: same keys).
         let moved = tx
             .drain_table(JOBS_BY_CID, |cid, bytes| {
-                if let (Ok(cid), Ok(entry)) = (Cid::try_from(cid), postcard::from_bytes::<Entry>(bytes)) {
+                if let (Ok(cid), Some(entry)) = (Cid::try_from(cid), decode(bytes)) {
                     tx.open_table(JOURNAL)?.insert(key(&cid, &entry).as_slice(), bytes)?;
                 }
                 Ok(())
@@ -93,9 +134,12 @@ impl Journal {
         let mut out = Vec::new();
         for row in table.iter().map_err(|e| e.to_string())? {
             let (k, v) = row.map_err(|e| e.to_string())?;
-            let (Some(Ok(cid)), Ok(entry)) =
-                (k.value().get(8..).map(Cid::try_from), postcard::from_bytes::<Entry>(v.value()))
+            let (Some(Ok(cid)), Some(entry)) = (k.value().get(8..).map(Cid::try_from), decode(v.value()))
             else {
+                tracing::error!(
+                    "a journal entry that does not decode was skipped ({} bytes)",
+                    v.value().len()
+                );
                 continue;
             };
             out.push((cid, entry));
@@ -122,6 +166,7 @@ mod tests {
             paid: Vec::new(),
             receipts: Vec::new(),
             adjustments: Vec::new(),
+            bidders: Vec::new(),
         }
     }
 
@@ -153,5 +198,30 @@ mod tests {
         assert!(!db.begin_write().expect("tx").has_table(JOBS_BY_CID.name()).expect("tables"));
         // Opening again moves nothing twice.
         assert_eq!(Journal::within(db).expect("journal").load().expect("load").len(), 3);
+    }
+
+    /// Entries keep who bid; one written before they did still loads, with nobody named.
+    #[test]
+    fn bidders_are_kept_and_an_entry_from_before_them_still_loads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = crate::coordinator::open_db(&dir.path().join("store.redb")).expect("db");
+        let journal = Journal::within(db.clone()).expect("journal");
+        let jobs: Vec<Cid> = (0..2u8).map(|n| icn_mesh_core::dag::blob_cid(&[n])).collect();
+        let bidder = icn_mesh_core::identity::Keypair::from_seed(&[7; 32]).did().clone();
+        let current = Entry { bidders: vec![bidder], ..entry(10, "completed") };
+        journal.save(&jobs[0], &current).expect("save");
+        // The layout before `bidders`: the same fields, in the same order, without it.
+        let mut old = postcard::to_allocvec(&entry(20, "completed")).expect("encode");
+        assert_eq!(old.pop(), Some(0), "an empty list of bidders is one zero byte, last");
+        {
+            let tx = db.begin_write().expect("tx");
+            tx.open_table(JOURNAL)
+                .expect("table")
+                .insert(key(&jobs[1], &entry(20, "completed")).as_slice(), old.as_slice())
+                .expect("insert");
+            tx.commit().expect("commit");
+        }
+        let loaded = journal.load().expect("load");
+        assert_eq!(loaded, vec![(jobs[0], current), (jobs[1], entry(20, "completed"))]);
     }
 }

@@ -459,6 +459,7 @@ impl State {
             paid: job.paid.clone(),
             receipts: job.receipts.clone(),
             adjustments: job.adjustments.clone(),
+            bidders: job.bidders.clone(),
         };
         if let Err(e) = self.journal.save(cid, &entry) {
             tracing::error!("journal write for {cid} failed: {e}");
@@ -550,7 +551,7 @@ impl State {
                 answered: HashSet::new(),
                 declined: HashSet::new(),
                 bids: Vec::new(),
-                bidders: Vec::new(),
+                bidders: entry.bidders,
                 excluded: entry.excluded.into_iter().collect(),
                 executors: entry.executors,
                 validators: entry.validators,
