@@ -252,6 +252,14 @@ fn coordinator_in(
     command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("coordinator")
 }
 
+/// A coordinator from [`coordinator_in`] once it has written its address: it, its address and its
+/// port (to restart it on).
+fn started(coordinator: std::process::Child, dir: &Path) -> (std::process::Child, String, String) {
+    let address = wait_for(&dir.join("coord/address"));
+    let port = address.rsplit(':').next().expect("port").to_owned();
+    (coordinator, address, port)
+}
+
 /// `icn node` with its data in `dir/node`, selling to `address`; returned once it has written its
 /// DID.
 fn node_in(dir: &Path, address: &str) -> std::process::Child {
@@ -293,9 +301,7 @@ fn killed_and_restarted(at: Option<&str>) {
     let grants = [format!("{submitter}=5000"), format!("{}=1000", node_key.did())];
     let start_coordinator =
         |listen: &str, crash_at: Option<&str>| coordinator_in(dir.path(), &grants, listen, crash_at);
-    let mut coordinator = start_coordinator("127.0.0.1:0", at);
-    let address = wait_for(&dir.path().join("coord/address"));
-    let port = address.rsplit(':').next().expect("port").to_owned();
+    let (mut coordinator, address, port) = started(start_coordinator("127.0.0.1:0", at), dir.path());
     let mut procs = Procs(vec![node_in(dir.path(), &address)]);
     std::thread::sleep(Duration::from_millis(300));
 
@@ -488,9 +494,7 @@ fn a_finished_job_submitted_again_gets_its_report_through_the_durable_path_and_p
     let grants = [format!("{}=5000", submitter.did()), format!("{}=1000", node_key.did())];
     let start_coordinator =
         |listen: &str, crash_at: Option<&str>| coordinator_in(dir.path(), &grants, listen, crash_at);
-    let mut coordinator = start_coordinator("127.0.0.1:0", None);
-    let address = wait_for(&dir.path().join("coord/address"));
-    let port = address.rsplit(':').next().expect("port").to_owned();
+    let (mut coordinator, address, port) = started(start_coordinator("127.0.0.1:0", None), dir.path());
     let mut procs = Procs(vec![node_in(dir.path(), &address)]);
 
     let module = std::fs::read(root().join("examples/jobs/echo.wasm")).expect("echo.wasm");

@@ -48,46 +48,18 @@ pub struct Entry {
     pub paid: Vec<(Did, u64)>,
     pub receipts: Vec<Cid>,
     pub adjustments: Vec<icn_mesh_core::FailureReason>,
-    /// Whose bids stood in the last round (the final report names them). Last, so an entry
-    /// written before it was kept still decodes, as [`EntryWithoutBidders`].
+    /// Whose bids stood in the last round (the final report names them). Last: see `decode`.
     pub bidders: Vec<Did>,
 }
 
-/// An entry as written before [`Entry::bidders`] was kept.
-#[derive(Deserialize)]
-struct EntryWithoutBidders {
-    phase: String,
-    attempt: u32,
-    created_at: u64,
-    executors: Vec<Did>,
-    validators: Vec<Did>,
-    excluded: Vec<Did>,
-    reason: Option<String>,
-    output: Option<Cid>,
-    paid: Vec<(Did, u64)>,
-    receipts: Vec<Cid>,
-    adjustments: Vec<icn_mesh_core::FailureReason>,
-}
-
-/// An entry's bytes, in the current layout or the one before `bidders`.
+/// An entry's bytes. An entry written before `bidders` was kept is the same bytes without that
+/// last field, and an empty list is one zero byte in postcard: such an entry decodes with it added,
+/// naming nobody.
 fn decode(bytes: &[u8]) -> Option<Entry> {
-    if let Ok(entry) = postcard::from_bytes::<Entry>(bytes) {
-        return Some(entry);
-    }
-    let old = postcard::from_bytes::<EntryWithoutBidders>(bytes).ok()?;
-    Some(Entry {
-        phase: old.phase,
-        attempt: old.attempt,
-        created_at: old.created_at,
-        executors: old.executors,
-        validators: old.validators,
-        excluded: old.excluded,
-        reason: old.reason,
-        output: old.output,
-        paid: old.paid,
-        receipts: old.receipts,
-        adjustments: old.adjustments,
-        bidders: Vec::new(),
+    postcard::from_bytes::<Entry>(bytes).ok().or_else(|| {
+        let mut with_nobody = bytes.to_vec();
+        with_nobody.push(0);
+        postcard::from_bytes::<Entry>(&with_nobody).ok()
     })
 }
 
