@@ -9,10 +9,17 @@ use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use curve25519_dalek::scalar::Scalar;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
+
+use fixed_base::FixedBase;
+
+mod fixed_base;
+use sha2::{Digest, Sha512};
 
 /// Multicodec varint for an ed25519 public key.
 const ED25519_PUB_MULTICODEC: [u8; 2] = [0xed, 0x01];
@@ -41,24 +48,49 @@ pub enum IdentityError {
 
 /// A `did:key` DID for an ed25519 public key. Parsing checks the key is a valid curve point.
 ///
-/// It keeps the decompressed key, so verifying with it costs no decompression, and its text behind
-/// an `Arc`, so the many copies the coordinator's tables hold share one allocation. Equality, hashing
-/// and order are those of the text (which determines the key).
+/// One pointer to what it shares with its copies: the text, the decompressed key (verifying costs no
+/// decompression) and, once the key has signed many records, a table that makes its verifications
+/// faster (see [`Did::verify`]). Equality, hashing and order are those of the text (which
+/// determines the key).
 #[derive(Clone)]
-pub struct Did {
-    text: Arc<str>,
+pub struct Did(Arc<DidInner>);
+
+struct DidInner {
+    text: Box<str>,
     key: VerifyingKey,
+    /// Signatures this key has been found to have made, until its table is built.
+    verified: AtomicU32,
+    /// Multiples of −A for fixed-base multiplication, built after `TABLE_AFTER` good signatures.
+    table: OnceLock<FixedBase>,
 }
+
+impl Drop for DidInner {
+    fn drop(&mut self) {
+        if self.table.get().is_some() {
+            TABLES.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A key gets its table after this many good signatures. The table takes about 70 µs to build and
+/// saves about 12 µs a verification, so time is not the limit; memory is (40 KiB a table), and a
+/// key that has signed this many records (a coordinator, an executor, a busy submitter) will most
+/// likely sign many more.
+const TABLE_AFTER: u32 = 16;
+/// Tables alive at once, 40 KiB each: 1.25 MiB at most, even on a phone. A key that finds them all
+/// taken verifies at the ordinary speed and asks again after another `TABLE_AFTER` signatures.
+const MAX_TABLES: usize = 32;
+static TABLES: AtomicUsize = AtomicUsize::new(0);
 
 impl PartialEq for Did {
     fn eq(&self, other: &Self) -> bool {
-        self.text == other.text
+        Arc::ptr_eq(&self.0, &other.0) || self.0.text == other.0.text
     }
 }
 impl Eq for Did {}
 impl std::hash::Hash for Did {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.text.hash(state);
+        self.0.text.hash(state);
     }
 }
 impl PartialOrd for Did {
@@ -68,7 +100,7 @@ impl PartialOrd for Did {
 }
 impl Ord for Did {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.text.cmp(&other.text)
+        self.0.text.cmp(&other.0.text)
     }
 }
 
@@ -84,7 +116,11 @@ impl Did {
         bytes.extend_from_slice(&ED25519_PUB_MULTICODEC);
         bytes.extend_from_slice(key.as_bytes());
         let text = format!("{DID_KEY_PREFIX}{}", multibase::encode(multibase::Base::Base58Btc, bytes));
-        Self { text: text.into(), key: *key }
+        Self::new(text.into(), *key)
+    }
+
+    fn new(text: Box<str>, key: VerifyingKey) -> Self {
+        Self(Arc::new(DidInner { text, key, verified: AtomicU32::new(0), table: OnceLock::new() }))
     }
 
     pub fn parse(text: &str) -> Result<Self, IdentityError> {
@@ -115,15 +151,15 @@ impl Did {
             .ok_or_else(|| bad("the key is not ed25519 (multicodec 0xed01)"))?;
         let key: [u8; 32] = key.try_into().map_err(|_| bad("an ed25519 key is 32 bytes"))?;
         let key = VerifyingKey::from_bytes(&key).map_err(|_| bad("the key is not a valid ed25519 point"))?;
-        Ok(Self { text: text.into(), key })
+        Ok(Self::new(text.into(), key))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.text
+        &self.0.text
     }
 
     pub fn public_key(&self) -> VerifyingKey {
-        self.key
+        self.0.key
     }
 
     /// Checks that `signature` is this DID's signature over `message`, strictly: what
@@ -135,11 +171,39 @@ impl Did {
     /// is "one of the eight canonical small-order encodings" — a comparison instead of the point
     /// decompression (a square root, about 5.5 µs, an eighth of a verification) `verify_strict`
     /// spends on it. Tested against `verify_strict` on valid, tampered and small-order signatures.
+    ///
+    /// A key that has signed many records gets a table of multiples of −A (`fixed_base`), and
+    /// `[s]B − [k]A` is then two fixed-base multiplications instead of one double-base
+    /// multiplication: about 26.5 instead of 38.5 µs here. The same equation, the same
+    /// comparison; tested with and without the table.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), IdentityError> {
-        if verify_strict(&self.key, message, signature) {
-            Ok(())
-        } else {
-            Err(IdentityError::BadSignature { did: self.text.to_string() })
+        let inner = &*self.0;
+        let good = match inner.table.get() {
+            Some(table) => verify_strict_with_table(&inner.key, table, message, signature),
+            None => verify_strict(&inner.key, message, signature),
+        };
+        if !good {
+            return Err(IdentityError::BadSignature { did: self.to_string() });
+        }
+        if inner.table.get().is_none()
+            && inner.verified.fetch_add(1, Ordering::Relaxed).wrapping_add(1).is_multiple_of(TABLE_AFTER)
+        {
+            self.build_table();
+        }
+        Ok(())
+    }
+
+    /// Builds this key's table, unless `MAX_TABLES` are alive (then it tries again `TABLE_AFTER`
+    /// signatures later); called by the one verification that reached the count (the others go on
+    /// without the table meanwhile).
+    fn build_table(&self) {
+        let reserved =
+            TABLES.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < MAX_TABLES).then_some(n + 1));
+        if reserved.is_ok() {
+            let table = FixedBase::new(&-self.0.key.to_edwards());
+            if self.0.table.set(table).is_err() {
+                TABLES.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -156,6 +220,27 @@ pub fn verify_strict(key: &VerifyingKey, message: &[u8], signature: &[u8]) -> bo
         && key.verify(message, &Signature::from_bytes(&sig)).is_ok()
 }
 
+/// `verify_strict` with `[s]B − [k]A` computed from `table`, the multiples of −A, and the table of
+/// B: ed25519-dalek's verification equation (`RCompute`) with the double-base multiplication
+/// replaced by two fixed-base ones.
+fn verify_strict_with_table(key: &VerifyingKey, table: &FixedBase, message: &[u8], signature: &[u8]) -> bool {
+    let Ok(sig) = <[u8; 64]>::try_from(signature) else {
+        return false;
+    };
+    let (r, s) = sig.split_at(32);
+    if key.is_weak() || small_order_encodings().iter().any(|e| e[..] == *r) {
+        return false;
+    }
+    let s: [u8; 32] = s.try_into().expect("32 bytes");
+    let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(s)) else {
+        return false;
+    };
+    let k =
+        Scalar::from_hash(Sha512::new().chain_update(r).chain_update(key.as_bytes()).chain_update(message));
+    let expected = table.mul(&k) + fixed_base::base_point().mul(&s);
+    expected.compress().as_bytes()[..] == *r
+}
+
 /// The canonical encodings of the eight points of small order (the 8-torsion of curve25519).
 fn small_order_encodings() -> &'static [[u8; 32]; 8] {
     static ENCODINGS: std::sync::OnceLock<[[u8; 32]; 8]> = std::sync::OnceLock::new();
@@ -164,19 +249,19 @@ fn small_order_encodings() -> &'static [[u8; 32]; 8] {
 
 impl fmt::Display for Did {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
+        f.write_str(&self.0.text)
     }
 }
 
 impl fmt::Debug for Did {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Did({})", self.text)
+        write!(f, "Did({})", self.0.text)
     }
 }
 
 impl Serialize for Did {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.text)
+        s.serialize_str(&self.0.text)
     }
 }
 
@@ -321,17 +406,19 @@ fn unhex(text: &str) -> Option<[u8; 32]> {
 mod tests {
     use super::*;
 
-    /// `Did::verify` and `verify_strict` agree on `sig` over `message`; returns whether it passed.
+    /// `Did::verify`, the same with the key's table, and ed25519-dalek's `verify_strict` agree on
+    /// `sig` over `message`; returns whether it passed.
     fn agree(did: &Did, message: &[u8], sig: &[u8; 64]) -> bool {
         let strict = did.public_key().verify_strict(message, &Signature::from_bytes(sig)).is_ok();
         assert_eq!(did.verify(message, sig).is_ok(), strict, "disagree on {sig:02x?} by {did}");
+        let table = FixedBase::new(&-did.public_key().to_edwards());
+        let with_table = verify_strict_with_table(&did.public_key(), &table, message, sig);
+        assert_eq!(with_table, strict, "the table path disagrees on {sig:02x?} by {did}");
         strict
     }
 
     #[test]
     fn verify_accepts_exactly_what_verify_strict_accepts() {
-        use curve25519_dalek::scalar::Scalar;
-        use sha2::{Digest, Sha512};
         for i in 0..40u8 {
             let key = Keypair::from_seed(&[i; 32]);
             let message = [i; 37];
@@ -373,6 +460,28 @@ mod tests {
             sig[..32].copy_from_slice(&curve25519_dalek::constants::EIGHT_TORSION[0].compress().to_bytes());
             assert!(!agree(&weak, &[n], &sig));
         }
+    }
+
+    #[test]
+    fn a_key_that_signs_often_gets_its_table_and_verifies_the_same_with_it() {
+        let key = Keypair::from_seed(&[123; 32]);
+        let did = key.did().clone();
+        let other = Keypair::from_seed(&[124; 32]);
+        for n in 0..TABLE_AFTER {
+            assert!(did.0.table.get().is_none(), "a table after {n} signatures");
+            let message = n.to_le_bytes();
+            did.verify(&message, &key.sign(&message)).expect("a good signature");
+            // Refusals do not count towards the table.
+            assert!(did.verify(&message, &other.sign(&message)).is_err());
+        }
+        assert!(did.0.table.get().is_some(), "no table after {TABLE_AFTER} good signatures");
+        let sig = key.sign(b"with the table");
+        did.verify(b"with the table", &sig).expect("a good signature, with the table");
+        assert!(did.verify(b"with the tablf", &sig).is_err());
+        assert!(did.verify(b"with the table", &other.sign(b"with the table")).is_err());
+        // Copies share the table.
+        let copy = did.clone();
+        assert!(copy.0.table.get().is_some());
     }
 
     #[test]
