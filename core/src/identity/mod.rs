@@ -9,8 +9,7 @@ use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use curve25519_dalek::scalar::Scalar;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
@@ -19,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use fixed_base::KeyTable;
 
 mod fixed_base;
+mod key_tables;
 use sha2::{Digest, Sha512};
 
 /// Multicodec varint for an ed25519 public key.
@@ -48,40 +48,15 @@ pub enum IdentityError {
 
 /// A `did:key` DID for an ed25519 public key. Parsing checks the key is a valid curve point.
 ///
-/// One pointer to what it shares with its copies: the text, the decompressed key (verifying costs no
-/// decompression) and, once the key has signed many records, a table that makes its verifications
-/// faster (see [`Did::verify`]). Equality, hashing and order are those of the text (which
-/// determines the key).
+/// One pointer to what its copies share: the text and the decompressed key (verifying costs no
+/// decompression). Equality, hashing and order are those of the text (which determines the key).
 #[derive(Clone)]
 pub struct Did(Arc<DidInner>);
 
 struct DidInner {
     text: Box<str>,
     key: VerifyingKey,
-    /// Signatures this key has been found to have made, until its table is built.
-    verified: AtomicU32,
-    /// Multiples of −A for fixed-base multiplication, built after `TABLE_AFTER` good signatures.
-    table: OnceLock<KeyTable>,
 }
-
-impl Drop for DidInner {
-    fn drop(&mut self) {
-        if self.table.get().is_some() {
-            TABLES.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// A key gets its table after this many good signatures. The table takes about 0.15 ms to build
-/// and saves about 17 µs a verification, so time is not the limit; memory is (67 KiB a table), and
-/// a key that has signed this many records (a coordinator, an executor, a busy submitter) will
-/// most likely sign many more.
-const TABLE_AFTER: u32 = 16;
-/// Tables alive at once: about 2 MiB at most, even on a phone (with the base point's 190 KiB). A
-/// key that finds them all taken verifies at the ordinary speed and asks again after another
-/// `TABLE_AFTER` signatures.
-const MAX_TABLES: usize = 32;
-static TABLES: AtomicUsize = AtomicUsize::new(0);
 
 impl PartialEq for Did {
     fn eq(&self, other: &Self) -> bool {
@@ -121,7 +96,7 @@ impl Did {
     }
 
     fn new(text: Box<str>, key: VerifyingKey) -> Self {
-        Self(Arc::new(DidInner { text, key, verified: AtomicU32::new(0), table: OnceLock::new() }))
+        Self(Arc::new(DidInner { text, key }))
     }
 
     pub fn parse(text: &str) -> Result<Self, IdentityError> {
@@ -173,39 +148,27 @@ impl Did {
     /// decompression (a square root, about 5.5 µs, an eighth of a verification) `verify_strict`
     /// spends on it. Tested against `verify_strict` on valid, tampered and small-order signatures.
     ///
-    /// A key that has signed many records gets a table of multiples of −A (`fixed_base`), and
+    /// A key that has signed many records gets a table of multiples of −A (`fixed_base`; which keys
+    /// have one: `key_tables`), and
     /// `[s]B − [k]A` is then two fixed-base multiplications instead of one double-base
     /// multiplication: about 22 instead of 38.5 µs here. The same equation, the same
     /// comparison; tested with and without the table.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), IdentityError> {
-        let inner = &*self.0;
-        let good = match inner.table.get() {
-            Some(table) => verify_strict_with_table(&inner.key, table, message, signature),
-            None => verify_strict(&inner.key, message, signature),
+        let key = &self.0.key;
+        let table = key_tables::with(|tables| tables.table(key));
+        let good = match &table {
+            Some(table) => verify_strict_with_table(key, table, message, signature),
+            None => verify_strict(key, message, signature),
         };
         if !good {
             return Err(IdentityError::BadSignature { did: self.to_string() });
         }
-        if inner.table.get().is_none()
-            && inner.verified.fetch_add(1, Ordering::Relaxed).wrapping_add(1).is_multiple_of(TABLE_AFTER)
-        {
-            self.build_table();
+        if table.is_none() && key_tables::with(|tables| tables.count(key)) {
+            // Built outside the lock (about 0.15 ms); other verifications go on without it meanwhile.
+            let built = KeyTable::new(&-key.to_edwards());
+            key_tables::with(|tables| tables.insert(key, built));
         }
         Ok(())
-    }
-
-    /// Builds this key's table, unless `MAX_TABLES` are alive (then it tries again `TABLE_AFTER`
-    /// signatures later); called by the one verification that reached the count (the others go on
-    /// without the table meanwhile).
-    fn build_table(&self) {
-        let reserved =
-            TABLES.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < MAX_TABLES).then_some(n + 1));
-        if reserved.is_ok() {
-            let table = KeyTable::new(&-self.0.key.to_edwards());
-            if self.0.table.set(table).is_err() {
-                TABLES.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
     }
 }
 
@@ -472,22 +435,23 @@ mod tests {
     fn a_key_that_signs_often_gets_its_table_and_verifies_the_same_with_it() {
         let key = Keypair::from_seed(&[123; 32]);
         let did = key.did().clone();
+        let has_table = || key_tables::with(|tables| tables.table(&did.public_key())).is_some();
         let other = Keypair::from_seed(&[124; 32]);
-        for n in 0..TABLE_AFTER {
-            assert!(did.0.table.get().is_none(), "a table after {n} signatures");
+        for n in 0..key_tables::TABLE_AFTER {
+            assert!(!has_table(), "a table after {n} signatures");
             let message = n.to_le_bytes();
             did.verify(&message, &key.sign(&message)).expect("a good signature");
             // Refusals do not count towards the table.
             assert!(did.verify(&message, &other.sign(&message)).is_err());
         }
-        assert!(did.0.table.get().is_some(), "no table after {TABLE_AFTER} good signatures");
+        assert!(has_table(), "no table after {} good signatures", key_tables::TABLE_AFTER);
         let sig = key.sign(b"with the table");
         did.verify(b"with the table", &sig).expect("a good signature, with the table");
         assert!(did.verify(b"with the tablf", &sig).is_err());
         assert!(did.verify(b"with the table", &other.sign(b"with the table")).is_err());
-        // Copies share the table.
-        let copy = did.clone();
-        assert!(copy.0.table.get().is_some());
+        // Another parse of the same DID finds the same table.
+        let again = Did::parse_uncached(did.as_str()).expect("parses");
+        again.verify(b"with the table", &sig).expect("a good signature, from another parse");
     }
 
     #[test]
