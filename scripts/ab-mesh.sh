@@ -32,8 +32,8 @@ for _ in $(seq "$rounds"); do
                 END{printf "parts %s µs  p50 %s µs (%s)  p99 %s µs (%s)  CPU/job coord %s exec %s µs", s, p, r, q, t, c, e}')"
         else
             echo "$side $(echo "$out" | awk '/jobs completed/{j=$NF} /coordinator \(/{c=$NF} /executors together/{e=$NF}
-                /a record verify/{v=$NF}
-                END{printf "%s jobs/s  CPU per job: coordinator %s µs, executors %s µs  (verify %s µs)", j, c, e, v}')"
+                /this machine now/{v=$NF}
+                END{printf "%s jobs/s  CPU per job: coordinator %s µs, executors %s µs  (ed25519 verify %s µs)", j, c, e, v}')"
         fi
     done
 done

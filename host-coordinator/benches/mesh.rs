@@ -263,6 +263,25 @@ fn verify_time(job: &SignedRecord<JobRecord>) -> Duration {
     median(verifies)
 }
 
+/// The median time of curve25519-dalek's own strict verification, which no key table speeds up:
+/// the machine's speed at the moment, comparable across versions of this code (the throughput
+/// bench prints it beside its figures, and `ab-mesh.sh` beside each run).
+fn plain_verify_time() -> Duration {
+    let key = Keypair::generate().expect("key");
+    let signature = key.sign(b"the machine's speed");
+    let public = key.did().public_key();
+    let verifies: Vec<Duration> = (0..2000)
+        .map(|_| {
+            let t = Instant::now();
+            let good = icn_mesh_core::identity::verify_strict(&public, b"the machine's speed", &signature);
+            let e = t.elapsed();
+            assert!(good);
+            e
+        })
+        .collect();
+    median(verifies)
+}
+
 /// A small frame there and back over one QUIC stream on loopback, both ends in this process.
 fn quic_round_trip() -> Duration {
     let rt = runtime();
@@ -400,6 +419,7 @@ fn throughput(quick: bool) {
     let in_flight = knob("ICN_IN_FLIGHT", 64) as usize;
     let executors = knob("ICN_EXECUTORS", 8) as usize;
     let verify = verify_time(&trivial_job(&Keypair::generate().expect("key"), 0).0);
+    let machine = plain_verify_time();
     let mesh = start_mesh(executors);
     let cpu_before = MeshCpu::now(&mesh);
     let rt = runtime();
@@ -467,7 +487,8 @@ fn throughput(quick: bool) {
         format!("coordinator RSS after {jobs} jobs (MiB)"),
         coordinator_rss as f64 / 1024.0
     );
-    println!("{:<40} {:>12.1}", "(this machine now: a record verify, µs)", us(verify));
+    println!("{:<40} {:>12.1}", "(a record verify, with its key's table, µs)", us(verify));
+    println!("{:<40} {:>12.1}", "(this machine now: ed25519 verify, µs)", us(machine));
     assert!(audit.conserved, "the ledger audit does not add up");
 }
 
