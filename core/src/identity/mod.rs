@@ -14,12 +14,12 @@ use std::sync::{Arc, Mutex};
 use curve25519_dalek::scalar::Scalar;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha512};
 
 use fixed_base::KeyTable;
 
 mod fixed_base;
 mod key_tables;
-use sha2::{Digest, Sha512};
 
 /// Multicodec varint for an ed25519 public key.
 const ED25519_PUB_MULTICODEC: [u8; 2] = [0xed, 0x01];
@@ -148,11 +148,10 @@ impl Did {
     /// decompression (a square root, about 5.5 µs, an eighth of a verification) `verify_strict`
     /// spends on it. Tested against `verify_strict` on valid, tampered and small-order signatures.
     ///
-    /// A key that has signed many records gets a table of multiples of −A (`fixed_base`; which keys
-    /// have one: `key_tables`), and
-    /// `[s]B − [k]A` is then two fixed-base multiplications instead of one double-base
-    /// multiplication: about 22 instead of 38.5 µs here. The same equation, the same
-    /// comparison; tested with and without the table.
+    /// A key that has signed many records gets a table of multiples of −A (`fixed_base`; which
+    /// keys have one: `key_tables`), and `[s]B − [k]A` is then two fixed-base multiplications
+    /// instead of one double-base multiplication: about 22 instead of 38.5 µs here. The same
+    /// equation, the same comparison; tested with and without the table.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), IdentityError> {
         let key = &self.0.key;
         let table = key_tables::with(|tables| tables.table(key));
