@@ -487,7 +487,7 @@ fn throughput(quick: bool) {
         format!("coordinator RSS after {jobs} jobs (MiB)"),
         coordinator_rss as f64 / 1024.0
     );
-    println!("{:<40} {:>12.1}", "(a record verify, with its key's table, µs)", us(verify));
+    println!("{:<40} {:>12.1}", "(a record verify as the mesh does it, µs)", us(verify));
     println!("{:<40} {:>12.1}", "(this machine now: ed25519 verify, µs)", us(machine));
     assert!(audit.conserved, "the ledger audit does not add up");
 }
