@@ -9,6 +9,9 @@
 # (`CARGO_BIN_EXE_icn`), which this script swaps before each run and puts back at the end.
 # Build the bench first (`cargo bench -p icn-mesh-coordinator --bench mesh --no-run`); keep copies
 # of the binaries outside the target directory, since a build overwrites `target/release/icn`.
+# Build both sides the same way: the `icn` that `cargo bench` builds is not the one `cargo build
+# --release --bin icn` builds (the bench's dev-dependencies unify other features into the shared
+# crates; here the two differed by 400 KB), so take each from `cargo bench --no-run`.
 # BENCH=path names the bench binary when the newest `deps/mesh-*` is not it (`cargo test` builds
 # one of that name too).
 set -euo pipefail
