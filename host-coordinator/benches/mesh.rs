@@ -178,6 +178,21 @@ fn median(mut v: Vec<Duration>) -> Duration {
     quantile(&v, 0.5)
 }
 
+/// The median time of `f` over `runs` calls (given the call's number), its result kept from the
+/// optimiser and dropped outside the timing.
+fn median_time<R>(runs: usize, mut f: impl FnMut(usize) -> R) -> Duration {
+    let times = (0..runs)
+        .map(|n| {
+            let t = Instant::now();
+            let r = f(n);
+            let e = t.elapsed();
+            std::hint::black_box(r);
+            e
+        })
+        .collect();
+    median(times)
+}
+
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
@@ -205,15 +220,7 @@ impl Parts {
 fn measure_parts(dir: &Path) -> Parts {
     let key = Keypair::generate().expect("key");
     let (job, _) = trivial_job(&key, 0);
-    let signs: Vec<Duration> = (0..2000)
-        .map(|n| {
-            let t = Instant::now();
-            let r = trivial_job(&key, n);
-            let e = t.elapsed();
-            std::hint::black_box(r);
-            e
-        })
-        .collect();
+    let sign = median_time(2000, |n| trivial_job(&key, n as u64));
     let db = Db::open(&dir.join("fsync.redb")).expect("db");
     let store = Store::within(db.clone()).expect("store");
     db.group_commit();
@@ -228,39 +235,23 @@ fn measure_parts(dir: &Path) -> Parts {
     let sandbox = Sandbox::default();
     let limits = SandboxLimits::default();
     let input: Arc<[u8]> = Arc::from(&b"hello"[..]);
-    let starts: Vec<Duration> = (0..500)
-        .map(|_| {
-            let t = Instant::now();
-            let admitted = sandbox.admit(ECHO, "run").expect("admitted");
-            let out =
-                sandbox.execute(&admitted, Arc::clone(&input), &limits, &Control::default(), &mut |_| {});
-            let e = t.elapsed();
-            std::hint::black_box(out);
-            e
-        })
-        .collect();
+    let wasm_start = median_time(500, |_| {
+        let admitted = sandbox.admit(ECHO, "run").expect("admitted");
+        sandbox.execute(&admitted, Arc::clone(&input), &limits, &Control::default(), &mut |_| {})
+    });
     Parts {
         round_trip: quic_round_trip(),
-        sign: median(signs),
+        sign,
         verify: verify_time(&job),
         fsync: median(fsyncs),
-        wasm_start: median(starts),
+        wasm_start,
     }
 }
 
 /// The median time to decode and verify `job`'s record (this machine's speed varies between runs;
 /// the throughput bench prints it beside its figures).
 fn verify_time(job: &SignedRecord<JobRecord>) -> Duration {
-    let verifies: Vec<Duration> = (0..2000)
-        .map(|_| {
-            let t = Instant::now();
-            let r = SignedRecord::<JobRecord>::decode(job.bytes()).expect("verifies");
-            let e = t.elapsed();
-            std::hint::black_box(r);
-            e
-        })
-        .collect();
-    median(verifies)
+    median_time(2000, |_| SignedRecord::<JobRecord>::decode(job.bytes()).expect("verifies"))
 }
 
 /// The median time of curve25519-dalek's own strict verification, which no key table speeds up:
@@ -270,16 +261,9 @@ fn plain_verify_time() -> Duration {
     let key = Keypair::generate().expect("key");
     let signature = key.sign(b"the machine's speed");
     let public = key.did().public_key();
-    let verifies: Vec<Duration> = (0..2000)
-        .map(|_| {
-            let t = Instant::now();
-            let good = icn_mesh_core::identity::verify_strict(&public, b"the machine's speed", &signature);
-            let e = t.elapsed();
-            assert!(good);
-            e
-        })
-        .collect();
-    median(verifies)
+    median_time(2000, |_| {
+        assert!(icn_mesh_core::identity::verify_strict(&public, b"the machine's speed", &signature));
+    })
 }
 
 /// A small frame there and back over one QUIC stream on loopback, both ends in this process.
