@@ -446,8 +446,8 @@ impl State {
                 e.busy = None;
             }
         }
-        self.journal(&cid);
-        let report = ClientReply::Final(self.final_report(cid));
+        let Some(entry) = self.journal(&cid) else { return };
+        let report = ClientReply::Final(super::state::final_report(cid, entry));
         if let Some(job) = self.jobs.get_mut(&cid) {
             for w in job.waiters.drain(..) {
                 let _ = w.send(report.clone());
@@ -463,7 +463,7 @@ impl State {
             job.answered = HashSet::new();
             job.declined = HashSet::new();
         }
-        self.open.remove(&cid);
+        self.retire(cid);
     }
 
     pub(super) fn stake_of(&self, cid: &Cid, did: &Did) -> u64 {

@@ -49,7 +49,7 @@ pub const COORDINATOR_CACHE_BYTES: usize = 32 << 20;
 
 /// Every table in the coordinator's database (the store's, the ledger's, the journal's), so that its
 /// redo log can be replayed by whoever opens it.
-pub const DB_TABLES: [&dyn LoggedTable; 11] = [
+pub const DB_TABLES: [&dyn LoggedTable; 12] = [
     store::TABLES[0],
     store::TABLES[1],
     store::TABLES[2],
@@ -61,6 +61,7 @@ pub const DB_TABLES: [&dyn LoggedTable; 11] = [
     crate::ledger::TABLES[3],
     journal::TABLES[0],
     journal::TABLES[1],
+    journal::TABLES[2],
 ];
 
 /// Opens a database that may hold the coordinator's tables: its own, or any store `icn` reads.
@@ -426,9 +427,10 @@ async fn client_request(
                 // The job may already be final: a resubmission of a finished job, or a short job
                 // that ran to its end while "Accepted" waited for its flush.
                 if let ClientReply::Accepted { job } = first {
-                    let done = lock(state).jobs.get(&job).is_some_and(|j| j.waiters.is_empty());
-                    if done {
-                        let report = lock(state).final_report(job);
+                    // Not in memory: finished long enough ago to be read from the journal.
+                    let done = lock(state).jobs.get(&job).is_none_or(|j| j.waiters.is_empty());
+                    let report = if done { in_one_commit(state, |s| s.final_report(job)) } else { None };
+                    if let Some(report) = report {
                         return send_final(group, &mut send, ClientReply::Final(report)).await;
                     }
                 }
@@ -442,7 +444,7 @@ async fn client_request(
             }
         }
         ClientRequest::Status { job } => {
-            let reply = match lock(state).status(&job) {
+            let reply = match in_one_commit(state, |s| s.status(&job)) {
                 Some(report) => ClientReply::Status(report),
                 None => ClientReply::Refused {
                     code: icn_mesh_core::ErrorCode::J001,

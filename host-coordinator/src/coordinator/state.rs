@@ -4,7 +4,7 @@
 //! executors' outboxes. They never block and never await: the network driver (`mod.rs`) calls in
 //! with events and the time, under one lock.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use icn_mesh_core::dag::{SignedRecord, blob_cid};
@@ -131,9 +131,13 @@ pub struct State {
     pub ledger: RedbLedger,
     pub executors: HashMap<Did, ExecutorEntry>,
     pub jobs: HashMap<Cid, Job>,
-    /// The jobs not yet final: what offers and the tick look at (finished jobs stay in `jobs`,
-    /// compacted, for status requests).
+    /// The jobs not yet final: what offers and the tick look at.
     pub open: BTreeSet<Cid>,
+    /// The finished jobs still in `jobs` (compacted), oldest first: at most `keep_finished` of
+    /// them. An older one is answered from the journal.
+    pub finished: VecDeque<Cid>,
+    /// [`KEEP_FINISHED`], smaller in tests.
+    pub keep_finished: usize,
     pub reputation: HashMap<Did, f64>,
     /// Jobs whose bidding window must be closed, with the time (ms) to close it.
     pub bid_deadlines: Vec<(Cid, u64)>,
@@ -167,6 +171,8 @@ impl State {
             executors: HashMap::new(),
             jobs: HashMap::new(),
             open: BTreeSet::new(),
+            finished: VecDeque::new(),
+            keep_finished: KEEP_FINISHED,
             reputation: HashMap::new(),
             bid_deadlines: Vec::new(),
             last_seen: HashMap::new(),
@@ -213,7 +219,10 @@ impl State {
         {
             let _ = entry.outbox.send(ToExecutor::Refused(RecordBytes(record.bytes().to_vec())));
         }
-        if let Some(job) = job.and_then(|j| self.jobs.get_mut(&j)) {
+        // A finished job's reason is why it ended; a late message refused afterwards is not.
+        if let Some(job) = job.and_then(|j| self.jobs.get_mut(&j))
+            && !job.phase.is_final()
+        {
             job.reason = Some(reason);
         }
     }
@@ -249,6 +258,11 @@ impl State {
             {
                 existing.waiters.push(w);
             }
+            return ClientReply::Accepted { job: cid };
+        }
+        if self.journal.find(&cid).ok().flatten().is_some() {
+            // The same, for a finished job that memory has let go of: the caller reads its final
+            // report from the journal.
             return ClientReply::Accepted { job: cid };
         }
         let spec = &record.payload.spec;
@@ -330,7 +344,11 @@ impl State {
         };
         self.jobs.insert(cid, job);
         self.open.insert(cid);
-        self.journal(&cid);
+        if let Some(job) = self.jobs.get(&cid)
+            && let Err(e) = self.journal.save_new(&cid, &entry_of(job))
+        {
+            tracing::error!("journal write for {cid} failed: {e}");
+        }
         self.offer(cid, now_ms);
         ClientReply::Accepted { job: cid }
     }
@@ -444,34 +462,34 @@ impl State {
 
     // ---------------------------------------------------------------- reports
 
-    /// Writes where `cid` stands to the journal.
-    pub(super) fn journal(&self, cid: &Cid) {
-        let Some(job) = self.jobs.get(cid) else { return };
-        let entry = Entry {
-            phase: job.phase.name().to_owned(),
-            attempt: job.attempt,
-            created_at: job.created_at,
-            executors: job.executors.clone(),
-            validators: job.validators.clone(),
-            excluded: job.excluded.iter().cloned().collect(),
-            reason: job.reason.clone(),
-            output: job.output,
-            paid: job.paid.clone(),
-            receipts: job.receipts.clone(),
-            adjustments: job.adjustments.clone(),
-            bidders: job.bidders.clone(),
-        };
+    /// Writes where `cid` stands to the journal; returns what it wrote.
+    pub(super) fn journal(&self, cid: &Cid) -> Option<Entry> {
+        let entry = entry_of(self.jobs.get(cid)?);
         if let Err(e) = self.journal.save(cid, &entry) {
             tracing::error!("journal write for {cid} failed: {e}");
         }
+        Some(entry)
     }
 
-    /// After a restart: every journalled job back in the table, each unfinished one either found
+    /// A job that has just become final joins the finished jobs kept in memory; the oldest beyond
+    /// `keep_finished` leaves it (its journal entry, records and blobs stay on disk).
+    pub(super) fn retire(&mut self, cid: Cid) {
+        self.open.remove(&cid);
+        self.finished.push_back(cid);
+        while self.finished.len() > self.keep_finished {
+            if let Some(old) = self.finished.pop_front() {
+                self.jobs.remove(&old);
+            }
+        }
+    }
+
+    /// After a restart: every unfinished job in the journal back in the table, either found
     /// settled (its budget lock is gone; its receipts are in the store) or run again from the start
-    /// (its stakes returned). Returns how many jobs were unfinished.
+    /// (its stakes returned). Finished jobs stay on disk, where status requests and resubmissions
+    /// find them. Returns how many jobs were unfinished.
     pub fn recover(&mut self, now_ms: u64) -> Result<usize, String> {
         let mut unfinished = 0;
-        for (cid, entry) in self.journal.load()? {
+        for (cid, entry) in self.journal.load(|e| !Phase::from_name(&e.phase).is_final())? {
             let Some(record) = self
                 .store
                 .record(&cid)
@@ -482,7 +500,51 @@ impl State {
                 tracing::error!("journalled job {cid} is not in the store");
                 continue;
             };
-            let mut phase = Phase::from_name(&entry.phase);
+            unfinished += 1;
+            let (mut phase, mut reason, mut receipts, mut paid, mut output) = (
+                Phase::Pending,
+                Some("the coordinator restarted; the job runs again".to_owned()),
+                entry.receipts.clone(),
+                entry.paid.clone(),
+                entry.output,
+            );
+            let job_lock = format!("job:{cid}");
+            let open =
+                self.ledger.locks_with_prefix(&job_lock).map_err(|e| e.to_string())?.contains(&job_lock);
+            for lock in self.ledger.locks_with_prefix(&format!("stake:{cid}:")).map_err(|e| e.to_string())? {
+                let op = format!("recover:{lock}:{}", entry.attempt);
+                self.ledger.resolve(&op, &lock, &Resolution::default()).map_err(|e| e.to_string())?;
+            }
+            if !open {
+                phase = Phase::Completed;
+                reason = Some("settled just before the coordinator restarted".into());
+                receipts.clear();
+                paid.clear();
+                for rc in self.store.records_for_job(&cid).unwrap_or_default() {
+                    if let Some(r) = self
+                        .store
+                        .record(&rc)
+                        .ok()
+                        .flatten()
+                        .and_then(|b| SignedRecord::<ReceiptRecord>::decode(&b).ok())
+                    {
+                        receipts.push(rc);
+                        if r.payload.payment.total > 0 {
+                            paid.push((r.payload.executor.clone(), r.payload.payment.total));
+                        }
+                        if r.payload.status == PaymentStatus::Failed {
+                            phase = Phase::Failed;
+                        }
+                        if r.payload.status != PaymentStatus::Failed
+                            && let Some(result) = r.payload.result
+                            && let Some(result) = self.store.record(&result).ok().flatten()
+                            && let Ok(result) = SignedRecord::<ResultRecord>::decode(&result)
+                        {
+                            output = output.or(result.payload.output);
+                        }
+                    }
+                }
+            }
             // A finished job needs no blobs in memory (see `finish`).
             let (module, input) = if phase.is_final() {
                 (Vec::new(), Vec::new())
@@ -492,54 +554,6 @@ impl State {
                     record.payload.input.and_then(|c| self.store.blob(&c).ok().flatten()).unwrap_or_default(),
                 )
             };
-            let (mut reason, mut receipts, mut paid) =
-                (entry.reason.clone(), entry.receipts.clone(), entry.paid.clone());
-            let mut output = entry.output;
-            if !phase.is_final() {
-                unfinished += 1;
-                let job_lock = format!("job:{cid}");
-                let open =
-                    self.ledger.locks_with_prefix(&job_lock).map_err(|e| e.to_string())?.contains(&job_lock);
-                for lock in
-                    self.ledger.locks_with_prefix(&format!("stake:{cid}:")).map_err(|e| e.to_string())?
-                {
-                    let op = format!("recover:{lock}:{}", entry.attempt);
-                    self.ledger.resolve(&op, &lock, &Resolution::default()).map_err(|e| e.to_string())?;
-                }
-                if open {
-                    phase = Phase::Pending;
-                    reason = Some("the coordinator restarted; the job runs again".into());
-                } else {
-                    phase = Phase::Completed;
-                    reason = Some("settled just before the coordinator restarted".into());
-                    receipts.clear();
-                    paid.clear();
-                    for rc in self.store.records_for_job(&cid).unwrap_or_default() {
-                        if let Some(r) = self
-                            .store
-                            .record(&rc)
-                            .ok()
-                            .flatten()
-                            .and_then(|b| SignedRecord::<ReceiptRecord>::decode(&b).ok())
-                        {
-                            receipts.push(rc);
-                            if r.payload.payment.total > 0 {
-                                paid.push((r.payload.executor.clone(), r.payload.payment.total));
-                            }
-                            if r.payload.status == PaymentStatus::Failed {
-                                phase = Phase::Failed;
-                            }
-                            if r.payload.status != PaymentStatus::Failed
-                                && let Some(result) = r.payload.result
-                                && let Some(result) = self.store.record(&result).ok().flatten()
-                                && let Ok(result) = SignedRecord::<ResultRecord>::decode(&result)
-                            {
-                                output = output.or(result.payload.output);
-                            }
-                        }
-                    }
-                }
-            }
             let job = Job {
                 record,
                 module,
@@ -567,47 +581,91 @@ impl State {
                 adjustments: entry.adjustments,
                 not_before_ms: 0,
             };
-            if !job.phase.is_final() {
-                self.open.insert(cid);
-            }
+            let settled = job.phase.is_final();
             self.jobs.insert(cid, job);
             self.journal(&cid);
+            if settled {
+                self.retire(cid);
+            } else {
+                self.open.insert(cid);
+            }
         }
         self.offer_pending(now_ms);
         Ok(unfinished)
     }
 
+    /// What the journal has (or would have) of `cid`: from memory while the job is there, else
+    /// from the journal on disk. `None` for a job this coordinator never took.
+    fn summary(&self, cid: &Cid) -> Option<Entry> {
+        match self.jobs.get(cid) {
+            Some(job) => Some(entry_of(job)),
+            None => self.journal.find(cid).unwrap_or_else(|e| {
+                tracing::error!("journal read for {cid} failed: {e}");
+                None
+            }),
+        }
+    }
+
     pub fn status(&self, cid: &Cid) -> Option<JobStatusReport> {
-        let job = self.jobs.get(cid)?;
-        let health = match job.phase {
+        let entry = self.summary(cid)?;
+        let phase = Phase::from_name(&entry.phase);
+        let health = match phase {
             Phase::Running | Phase::Assigned => "healthy",
-            Phase::Pending if job.reason.is_some() => "waiting",
+            Phase::Pending if entry.reason.is_some() => "waiting",
             p if p.is_final() => "done",
             _ => "healthy",
         };
         Some(JobStatusReport {
             job_id: cid.to_string(),
-            status: job.phase.name().into(),
-            executors: job.executors.iter().map(ToString::to_string).collect(),
+            status: entry.phase,
+            executors: entry.executors.iter().map(ToString::to_string).collect(),
             health: health.into(),
-            reason: job.reason.clone(),
+            reason: entry.reason,
         })
     }
 
-    pub fn final_report(&self, cid: Cid) -> FinalReport {
-        let job = &self.jobs[&cid];
-        FinalReport {
-            job_id: cid.to_string(),
-            status: job.phase.name().into(),
-            output_cid: job.output.map(|c| c.to_string()),
-            executors: job.executors.iter().map(ToString::to_string).collect(),
-            bidders: job.bidders.iter().map(ToString::to_string).collect(),
-            paid: job.paid.iter().map(|(d, a)| (d.to_string(), *a)).collect(),
-            receipts: job.receipts.iter().map(ToString::to_string).collect(),
-            reason: job.reason.clone(),
-        }
+    /// A job's final report (`None` for a job this coordinator never took).
+    pub fn final_report(&self, cid: Cid) -> Option<FinalReport> {
+        self.summary(&cid).map(|entry| final_report(cid, entry))
     }
 }
+
+/// What the journal keeps of `job`.
+fn entry_of(job: &Job) -> Entry {
+    Entry {
+        phase: job.phase.name().to_owned(),
+        attempt: job.attempt,
+        created_at: job.created_at,
+        executors: job.executors.clone(),
+        validators: job.validators.clone(),
+        excluded: job.excluded.iter().cloned().collect(),
+        reason: job.reason.clone(),
+        output: job.output,
+        paid: job.paid.clone(),
+        receipts: job.receipts.clone(),
+        adjustments: job.adjustments.clone(),
+        bidders: job.bidders.clone(),
+    }
+}
+
+/// The report a waiting client gets when `cid` ends, from its journal entry.
+pub(super) fn final_report(cid: Cid, entry: Entry) -> FinalReport {
+    FinalReport {
+        job_id: cid.to_string(),
+        status: entry.phase,
+        output_cid: entry.output.map(|c| c.to_string()),
+        executors: entry.executors.iter().map(ToString::to_string).collect(),
+        bidders: entry.bidders.iter().map(ToString::to_string).collect(),
+        paid: entry.paid.iter().map(|(d, a)| (d.to_string(), *a)).collect(),
+        receipts: entry.receipts.iter().map(ToString::to_string).collect(),
+        reason: entry.reason,
+    }
+}
+
+/// How many finished jobs stay in memory, compacted, so that status requests and resubmissions of
+/// recent jobs are answered without a read; older ones are read from the journal. A finished job
+/// costs about 7 KB here: without a bound, a coordinator that ran a million jobs held 7 GB.
+pub const KEEP_FINISHED: usize = 1024;
 
 /// Why a job is still pending: fewer executors can take it now than it needs.
 fn waiting_for_executors(needed: usize, available: usize) -> String {
@@ -730,5 +788,87 @@ mod tests {
         );
         assert_eq!(state.jobs[&one].phase, Phase::Pending);
         assert_eq!(sent(&mut outboxes), 0, "no offer, and so no cancel, went out for a job that waits");
+    }
+
+    /// Only the last `keep_finished` finished jobs stay in memory; an older one is answered from the
+    /// journal, the same way: its status, its final report, a resubmission (accepted, nothing
+    /// locked again), and after a restart, which brings back no finished job at all.
+    #[test]
+    fn finished_jobs_leave_memory_and_are_answered_from_the_journal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("store.redb");
+        let client = Keypair::from_seed(&[2; 32]);
+        let key = Arc::new(Keypair::from_seed(&[1; 32]));
+        let db = crate::coordinator::open_db(&path).expect("db");
+        let mut state = State::open(Arc::clone(&key), &db).expect("state");
+        state.keep_finished = 2;
+        state.ledger.grant("g", client.did().as_str(), 1_000).expect("grant");
+        let mut jobs = Vec::new();
+        for n in 0..4 {
+            let mut spec = JobSpec::from_json(&format!(
+                r#"{{"runtime": {{"type": "CCL", "contract": "", "args": "job {n}"}}, "budget": {{"max_total": 100}}}}"#
+            ))
+            .expect("spec");
+            let record = crate::client::job_record(&mut spec, ECHO, None, &client, 1_000).expect("record");
+            let (waiter, mut told) = tokio::sync::mpsc::unbounded_channel();
+            let bytes = RecordBytes(record.bytes().to_vec());
+            let reply = state.submit(
+                client.did(),
+                &bytes,
+                Blob(ECHO.to_vec()),
+                Blob(Vec::new()),
+                Some(waiter),
+                1_000,
+            );
+            assert!(matches!(reply, ClientReply::Accepted { .. }), "{reply:?}");
+            let cid = record.cid();
+            assert_eq!(state.status(&cid).expect("status").status, "pending");
+            state.finish(cid, Phase::Cancelled, format!("cancelled {n}"), 1_000);
+            let Ok(ClientReply::Final(report)) = told.try_recv() else { panic!("no final report") };
+            jobs.push((cid, bytes, report));
+        }
+        // The two oldest have left memory; their budgets came back.
+        assert_eq!(state.jobs.len(), 2);
+        assert_eq!(state.finished.iter().copied().collect::<Vec<_>>(), vec![jobs[2].0, jobs[3].0]);
+        assert!(!state.jobs.contains_key(&jobs[0].0));
+        assert_eq!(state.ledger.account(client.did().as_str()).expect("account"), (1_000, 0));
+
+        // A late message refused for a finished job does not replace why it ended.
+        state.refuse(Some(jobs[3].0), None, None, ErrorCode::J005, "a late result".into(), 2_000);
+        assert_eq!(state.status(&jobs[3].0).expect("status").reason.as_deref(), Some("cancelled 3"));
+
+        let check = |state: &mut State| {
+            for (n, (cid, bytes, report)) in jobs.iter().enumerate() {
+                let status = state.status(cid).expect("status");
+                assert_eq!((status.status.as_str(), status.health.as_str()), ("cancelled", "done"));
+                assert_eq!(status.reason, Some(format!("cancelled {n}")));
+                assert_eq!(state.final_report(*cid).as_ref(), Some(report));
+                // Submitted again: accepted, and nothing locked or offered.
+                let (waiter, _told) = tokio::sync::mpsc::unbounded_channel();
+                let again = state.submit(
+                    client.did(),
+                    bytes,
+                    Blob(ECHO.to_vec()),
+                    Blob(Vec::new()),
+                    Some(waiter),
+                    3_000,
+                );
+                assert_eq!(again, ClientReply::Accepted { job: *cid });
+                assert_eq!(state.ledger.account(client.did().as_str()).expect("account"), (1_000, 0));
+                assert!(state.open.is_empty());
+            }
+            assert!(state.status(&icn_mesh_core::dag::blob_cid(b"never submitted")).is_none());
+        };
+        check(&mut state);
+        assert_eq!(state.jobs.len(), 2, "a resubmission of a job on disk does not bring it back");
+
+        // A restart brings back what is unfinished: nothing here.
+        drop(state);
+        drop(db);
+        let db = crate::coordinator::open_db(&path).expect("db");
+        let mut state = State::open(key, &db).expect("state");
+        assert_eq!(state.recover(4_000).expect("recover"), 0);
+        assert!(state.jobs.is_empty());
+        check(&mut state);
     }
 }
