@@ -437,6 +437,7 @@ impl State {
         // Refund: resolving the job lock with no payouts returns it all (a no-op if already settled).
         let _ = self.ledger.resolve(&format!("settle:{cid}"), &format!("job:{cid}"), &Resolution::default());
         let Some(job) = self.jobs.get_mut(&cid) else { return };
+        let ended_before = job.phase.is_final();
         job.phase = phase;
         job.reason = Some(reason);
         for did in job.executors.iter().chain(&job.validators) {
@@ -463,7 +464,9 @@ impl State {
             job.answered = HashSet::new();
             job.declined = HashSet::new();
         }
-        self.retire(cid);
+        if !ended_before {
+            self.retire(cid);
+        }
     }
 
     pub(super) fn stake_of(&self, cid: &Cid, did: &Did) -> u64 {
