@@ -429,7 +429,7 @@ async fn client_request(
                 if let ClientReply::Accepted { job } = first {
                     // Not in memory: finished long enough ago to be read from the journal.
                     let done = lock(state).jobs.get(&job).is_none_or(|j| j.waiters.is_empty());
-                    let report = if done { in_one_commit(state, |s| s.final_report(job)) } else { None };
+                    let report = if done { lock(state).final_report(job) } else { None };
                     if let Some(report) = report {
                         return send_final(group, &mut send, ClientReply::Final(report)).await;
                     }
@@ -444,7 +444,7 @@ async fn client_request(
             }
         }
         ClientRequest::Status { job } => {
-            let reply = match in_one_commit(state, |s| s.status(&job)) {
+            let reply = match lock(state).status(&job) {
                 Some(report) => ClientReply::Status(report),
                 None => ClientReply::Refused {
                     code: icn_mesh_core::ErrorCode::J001,

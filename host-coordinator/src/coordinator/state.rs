@@ -164,9 +164,11 @@ impl State {
     /// A coordinator's state over `db` (its store, ledger and journal tables), with no jobs loaded:
     /// call [`State::recover`] to bring back a previous run's.
     pub fn open(key: Arc<Keypair>, db: &icn_mesh_core::store::Db) -> Result<Self, String> {
+        let store = Store::within(db.clone()).map_err(|e| e.to_string())?;
+        let journal = Journal::within(db.clone(), &store)?;
         Ok(Self {
             key,
-            store: Store::within(db.clone()).map_err(|e| e.to_string())?,
+            store,
             ledger: RedbLedger::within(db.clone()).map_err(|e| e.to_string())?,
             executors: HashMap::new(),
             jobs: HashMap::new(),
@@ -176,7 +178,7 @@ impl State {
             reputation: HashMap::new(),
             bid_deadlines: Vec::new(),
             last_seen: HashMap::new(),
-            journal: Journal::within(db.clone())?,
+            journal,
         })
     }
 
@@ -260,7 +262,7 @@ impl State {
             }
             return ClientReply::Accepted { job: cid };
         }
-        if self.journal.find(&cid).ok().flatten().is_some() {
+        if self.journal.find(&cid, record.payload.submitted_at_ms).ok().flatten().is_some() {
             // The same, for a finished job that memory has let go of: the caller reads its final
             // report from the journal.
             return ClientReply::Accepted { job: cid };
@@ -344,11 +346,7 @@ impl State {
         };
         self.jobs.insert(cid, job);
         self.open.insert(cid);
-        if let Some(job) = self.jobs.get(&cid)
-            && let Err(e) = self.journal.save_new(&cid, &entry_of(job))
-        {
-            tracing::error!("journal write for {cid} failed: {e}");
-        }
+        self.journal(&cid);
         self.offer(cid, now_ms);
         ClientReply::Accepted { job: cid }
     }
@@ -464,8 +462,9 @@ impl State {
 
     /// Writes where `cid` stands to the journal; returns what it wrote.
     pub(super) fn journal(&self, cid: &Cid) -> Option<Entry> {
-        let entry = entry_of(self.jobs.get(cid)?);
-        if let Err(e) = self.journal.save(cid, &entry) {
+        let job = self.jobs.get(cid)?;
+        let entry = entry_of(job);
+        if let Err(e) = self.journal.save(cid, job.record.payload.submitted_at_ms, &entry) {
             tracing::error!("journal write for {cid} failed: {e}");
         }
         Some(entry)
@@ -595,15 +594,17 @@ impl State {
     }
 
     /// What the journal has (or would have) of `cid`: from memory while the job is there, else
-    /// from the journal on disk. `None` for a job this coordinator never took.
+    /// from the journal on disk, found through the job record in the store (read transactions:
+    /// call it outside a unit). `None` for a job this coordinator never took.
     fn summary(&self, cid: &Cid) -> Option<Entry> {
-        match self.jobs.get(cid) {
-            Some(job) => Some(entry_of(job)),
-            None => self.journal.find(cid).unwrap_or_else(|e| {
-                tracing::error!("journal read for {cid} failed: {e}");
-                None
-            }),
+        if let Some(job) = self.jobs.get(cid) {
+            return Some(entry_of(job));
         }
+        let submitted = super::journal::submitted_at_ms(&self.store, cid)?;
+        self.journal.find(cid, submitted).unwrap_or_else(|e| {
+            tracing::error!("journal read for {cid} failed: {e}");
+            None
+        })
     }
 
     pub fn status(&self, cid: &Cid) -> Option<JobStatusReport> {
