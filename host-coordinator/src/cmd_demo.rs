@@ -43,6 +43,37 @@ struct DemoJob {
     kill_executor: bool,
 }
 
+/// A child process of the demo that ends with it. `Children` stops them when the demo returns or
+/// panics; a demo killed outright (SIGKILL, or the SIGTERM `timeout` sends) runs no destructor, and
+/// its coordinator and executors would go on running, so the kernel signals them instead.
+fn child_command(exe: &Path) -> Command {
+    #[allow(unused_mut)]
+    let mut command = Command::new(exe);
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::unix::process::CommandExt;
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: the closure runs in the child between fork and exec and only makes two system
+        // calls (prctl, getppid), both async-signal-safe; it allocates nothing (an OS error code is
+        // no allocation) and touches no lock.
+        #[allow(unsafe_code)]
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The demo may have ended before the line above took effect: then nobody would
+                // signal this child, so it does not start.
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+    }
+    command
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -111,7 +142,7 @@ fn run(json: bool) -> Result<bool, String> {
     }
     let mut children = Children(Vec::new());
     children.0.push(
-        Command::new(&exe)
+        child_command(&exe)
             .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -122,7 +153,7 @@ fn run(json: bool) -> Result<bool, String> {
     let coordinator = PeerAddr::parse(&address).map_err(|e| e.to_string())?;
     say(format!("coordinator  {address}"));
     for (i, d) in node_dirs.iter().enumerate() {
-        let child = Command::new(&exe)
+        let child = child_command(&exe)
             .args(["node", "--coordinator", &address, "--data"])
             .arg(d)
             .args(["--price-per-hour", &PRICES[i].to_string()])

@@ -68,6 +68,55 @@ fn demo_runs_real_jobs_end_to_end() {
     assert_eq!(jobs[1]["receipts"].as_array().expect("receipts").len(), 3);
 }
 
+/// The processes whose parent is `pid`, from /proc.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        // `pid (comm) state ppid ...`; the name may hold spaces and parentheses, so read after the last ')'.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// Whether `pid` is still running (a zombie waiting to be reaped is not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+}
+
+/// `icn demo` killed outright (no destructor runs) takes its coordinator and executors with it.
+#[test]
+fn a_demo_killed_outright_leaves_no_process_behind() {
+    let mut demo =
+        Command::new(icn()).arg("demo").stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("demo");
+    let started = Instant::now();
+    let children = loop {
+        let children = children_of(demo.id());
+        if children.len() == 5 {
+            break children;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the demo did not start its five processes");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    demo.kill().expect("SIGKILL");
+    demo.wait().expect("wait");
+    let killed = Instant::now();
+    while children.iter().any(|&pid| running(pid)) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "still running 10 s after the demo was killed: {:?}",
+            children.iter().filter(|&&pid| running(pid)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn the_script_facing_contract_holds_between_processes() {
     let dir = tempfile::tempdir().expect("tempdir");
