@@ -93,8 +93,16 @@ fn running(pid: u32) -> bool {
 /// `icn demo` killed outright (no destructor runs) takes its coordinator and executors with it.
 #[test]
 fn a_demo_killed_outright_leaves_no_process_behind() {
-    let mut demo =
-        Command::new(icn()).arg("demo").stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("demo");
+    // The demo's data directory goes under this test's, which is removed at the end: a demo killed
+    // outright does not remove its own.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut demo = Command::new(icn())
+        .arg("demo")
+        .env("TMPDIR", dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("demo");
     let started = Instant::now();
     let children = loop {
         let children = children_of(demo.id());
@@ -115,6 +123,7 @@ fn a_demo_killed_outright_leaves_no_process_behind() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1, "the demo's data went elsewhere");
 }
 
 #[test]
