@@ -428,8 +428,11 @@ async fn client_request(
                 // that ran to its end while "Accepted" waited for its flush.
                 if let ClientReply::Accepted { job } = first {
                     // Not in memory: finished long enough ago to be read from the journal.
-                    let done = lock(state).jobs.get(&job).is_none_or(|j| j.waiters.is_empty());
-                    let report = if done { lock(state).final_report(job) } else { None };
+                    let report = {
+                        let state = lock(state);
+                        let done = state.jobs.get(&job).is_none_or(|j| j.waiters.is_empty());
+                        if done { state.final_report(job) } else { None }
+                    };
                     if let Some(report) = report {
                         return send_final(group, &mut send, ClientReply::Final(report)).await;
                     }
