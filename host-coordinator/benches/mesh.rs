@@ -4,7 +4,9 @@
 //!
 //! - latency: trivial jobs one after another (four executors, redundancy None), submit → final report,
 //!   which the coordinator sends only once the receipts are durable. Compared with the sum of the
-//!   parts no design can avoid, each measured in this same run (see `parts`).
+//!   parts no design can avoid, each measured in this same run (see `parts`). Its QUIC round trips
+//!   are between two processes, as the job's are; the sum with round trips inside one process (no
+//!   other process woken) is printed beside it.
 //! - throughput: eight executors, 64 jobs in flight, jobs completed per second; the ledger audit
 //!   must add up at the end. The coordinator's RSS after these jobs is the memory bar's second half.
 //!   For experiments, not the bar: `ICN_JOBS=N` runs N jobs instead of 10,000 (1,000 with
@@ -13,6 +15,8 @@
 //!   session receives, then check, score, stake lock, store and award, one commit per batch of
 //!   queued events), then one flush: signed bids recorded durably per second.
 //! - memory: an idle executor's RSS after it has been connected for 60 s (5 s with --quick).
+//!
+//! `mesh quic-echo` is no benchmark: it is the far end of latency's round trip between processes.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -199,7 +203,10 @@ fn us(d: Duration) -> f64 {
 
 /// The parts of one job's path that no design can avoid, each measured here, medians.
 struct Parts {
+    /// Between processes, as the job's are.
     round_trip: Duration,
+    /// Both ends in one process: shown, not summed.
+    round_trip_within: Duration,
     sign: Duration,
     verify: Duration,
     fsync: Duration,
@@ -214,6 +221,12 @@ impl Parts {
     /// its budget lock, the settlement); one wasm start.
     fn critical_path(&self) -> Duration {
         self.round_trip * 3 + self.sign * 5 + self.verify * 8 + self.fsync * 2 + self.wasm_start
+    }
+
+    /// The same with round trips inside one process, which wake no other process: the figure the
+    /// bench summed before it measured round trips between processes, printed beside it.
+    fn critical_path_within(&self) -> Duration {
+        self.critical_path() - self.round_trip * 3 + self.round_trip_within * 3
     }
 }
 
@@ -239,8 +252,10 @@ fn measure_parts(dir: &Path) -> Parts {
         let admitted = sandbox.admit(ECHO, "run").expect("admitted");
         sandbox.execute(&admitted, Arc::clone(&input), &limits, &Control::default(), &mut |_| {})
     });
+    let (round_trip_within, round_trip) = quic_round_trip();
     Parts {
-        round_trip: quic_round_trip(),
+        round_trip,
+        round_trip_within,
         sign,
         verify: verify_time(&job),
         fsync: median(fsyncs),
@@ -266,36 +281,74 @@ fn plain_verify_time() -> Duration {
     })
 }
 
-/// A small frame there and back over one QUIC stream on loopback, both ends in this process.
-fn quic_round_trip() -> Duration {
+/// Echoes frames on the first stream of the first connection to `endpoint` until it closes.
+async fn echo_frames(endpoint: quinn::Endpoint) {
+    let conn = endpoint.accept().await.expect("incoming").await.expect("handshake");
+    let (mut send, mut recv) = conn.accept_bi().await.expect("stream");
+    while let Ok(m) = frame::read::<Vec<u8>>(&mut recv, 1 << 20).await {
+        frame::write(&mut send, &m, 1 << 20).await.expect("echo");
+    }
+}
+
+/// `mesh quic-echo`: the far end of a round trip between processes. Prints its address, then
+/// echoes until the connection closes.
+fn quic_echo_process() {
+    runtime().block_on(async {
+        let key = Keypair::generate().expect("key");
+        let endpoint = net::listen(&key, "127.0.0.1:0".parse().expect("addr")).expect("listen");
+        let addr = PeerAddr { did: key.did().clone(), addr: endpoint.local_addr().expect("addr") };
+        println!("{addr}");
+        echo_frames(endpoint).await;
+    });
+}
+
+/// The median time of a small frame there and back over one QUIC stream on loopback, to `server`.
+async fn round_trips(server: &PeerAddr) -> Duration {
+    let client_key = Keypair::generate().expect("key");
+    let dialer = net::dialer("127.0.0.1:0".parse().expect("addr")).expect("dialer");
+    let conn = net::connect(&dialer, &client_key, server).await.expect("connect");
+    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+    let message = vec![7u8; 200];
+    let mut times = Vec::new();
+    for i in 0..3000 {
+        let t = Instant::now();
+        frame::write(&mut send, &message, 1 << 20).await.expect("write");
+        let _: Vec<u8> = frame::read(&mut recv, 1 << 20).await.expect("read");
+        if i >= 200 {
+            times.push(t.elapsed());
+        }
+    }
+    median(times)
+}
+
+/// A QUIC round trip on loopback: `(both ends in this process, on one thread; the far end in a
+/// process of its own)`. The job's round trips are between processes, so the second is the part;
+/// the first is the protocol's own cost, without waking another process.
+fn quic_round_trip() -> (Duration, Duration) {
     let rt = runtime();
-    rt.block_on(async {
+    let within = rt.block_on(async {
         let server_key = Keypair::generate().expect("key");
-        let client_key = Keypair::generate().expect("key");
         let endpoint = net::listen(&server_key, "127.0.0.1:0".parse().expect("addr")).expect("listen");
         let addr = PeerAddr { did: server_key.did().clone(), addr: endpoint.local_addr().expect("addr") };
-        tokio::spawn(async move {
-            let conn = endpoint.accept().await.expect("incoming").await.expect("handshake");
-            let (mut send, mut recv) = conn.accept_bi().await.expect("stream");
-            while let Ok(m) = frame::read::<Vec<u8>>(&mut recv, 1 << 20).await {
-                frame::write(&mut send, &m, 1 << 20).await.expect("echo");
-            }
-        });
-        let dialer = net::dialer("127.0.0.1:0".parse().expect("addr")).expect("dialer");
-        let conn = net::connect(&dialer, &client_key, &addr).await.expect("connect");
-        let (mut send, mut recv) = conn.open_bi().await.expect("stream");
-        let message = vec![7u8; 200];
-        let mut times = Vec::new();
-        for i in 0..3000 {
-            let t = Instant::now();
-            frame::write(&mut send, &message, 1 << 20).await.expect("write");
-            let _: Vec<u8> = frame::read(&mut recv, 1 << 20).await.expect("read");
-            if i >= 200 {
-                times.push(t.elapsed());
-            }
-        }
-        median(times)
-    })
+        tokio::spawn(echo_frames(endpoint));
+        round_trips(&addr).await
+    });
+    let mut child = Command::new(std::env::current_exe().expect("this bench"))
+        .arg("quic-echo")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("echo process");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("address");
+    let addr = PeerAddr::parse(line.trim()).expect("echo address");
+    let between = rt.block_on(round_trips(&addr));
+    let _ = child.kill();
+    let _ = child.wait();
+    (within, between)
 }
 
 fn latency(quick: bool) {
@@ -327,16 +380,20 @@ fn latency(quick: bool) {
     println!("\nEnd-to-end latency, {jobs} trivial jobs one at a time, 4 executors, redundancy None");
     println!("(submit → final report, sent once the receipts are durable)");
     println!("{:<34} {:>10}", "part (median, this run)", "µs");
-    println!("{:<34} {:>10.1}", "QUIC round trip (×3)", us(parts.round_trip));
+    println!("{:<34} {:>10.1}", "QUIC round trip, two processes (×3)", us(parts.round_trip));
+    println!("{:<34} {:>10.1}", "  (within one process, not summed)", us(parts.round_trip_within));
     println!("{:<34} {:>10.1}", "ed25519 sign of a record (×5)", us(parts.sign));
     println!("{:<34} {:>10.1}", "verify of a record (×8)", us(parts.verify));
     println!("{:<34} {:>10.1}", "fsync (store flush) (×2)", us(parts.fsync));
     println!("{:<34} {:>10.1}", "wasm admit + run echo (×1)", us(parts.wasm_start));
     println!("{:<34} {:>10.1}", "sum of the parts", us(sum));
-    println!("{:<10} {:>10} {:>14}", "quantile", "µs", "÷ sum of parts");
+    let within = parts.critical_path_within();
+    println!("{:<34} {:>10.1}", "  (with round trips within one)", us(within));
+    println!("{:<10} {:>10} {:>14} {:>14}", "quantile", "µs", "÷ sum of parts", "÷ (within one)");
     for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)] {
         let v = quantile(&times, q);
-        println!("{name:<10} {:>10.1} {:>14.2}", us(v), v.as_secs_f64() / sum.as_secs_f64());
+        let ratio = |d: Duration| v.as_secs_f64() / d.as_secs_f64();
+        println!("{name:<10} {:>10.1} {:>14.2} {:>14.2}", us(v), ratio(sum), ratio(within));
     }
     // The jobs run one at a time, but each keeps several processes busy on two cores: how much
     // CPU a job costs says how much of its latency is waiting for a core.
@@ -712,6 +769,9 @@ fn memory(quick: bool) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).is_some_and(|a| a == "quic-echo") {
+        return quic_echo_process();
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let named: Vec<&str> = ["latency", "throughput", "bids", "memory"]
         .into_iter()
