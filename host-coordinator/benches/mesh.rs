@@ -101,8 +101,9 @@ fn start_mesh(executors: usize) -> Mesh {
     }
     // ICN_PROBE=1: the coordinator's debug log (each flush and its duration) to /tmp/coord.log, and
     // each node's log to /tmp/nodeN.log; ICN_PROBE_LOG replaces the coordinator's filter (with
-    // `icn_mesh_coordinator=trace`, each message's arrival, verification and application). Without
-    // ICN_PROBE they run as shipped, logging at the default level.
+    // `icn_mesh_coordinator=trace`, each message's arrival, verification and application);
+    // ICN_PROBE_NODE_LOG sets the nodes' filter. Without ICN_PROBE they run as shipped, logging at
+    // the default level.
     let log = std::env::var_os("ICN_PROBE").map_or(Stdio::null(), |_| {
         cmd.env("ICN_LOG", std::env::var("ICN_PROBE_LOG").unwrap_or("icn_mesh_coordinator=debug".into()));
         Stdio::from(std::fs::File::create("/tmp/coord.log").expect("log"))
@@ -110,9 +111,12 @@ fn start_mesh(executors: usize) -> Mesh {
     let mut children = vec![cmd.stdout(Stdio::null()).stderr(log).spawn().expect("coordinator")];
     let coordinator = PeerAddr::parse(&wait_for(&coord.join("address"))).expect("address");
     for (i, d) in node_dirs.iter().enumerate() {
+        let mut node = Command::new(icn);
+        if let Some(filter) = std::env::var_os("ICN_PROBE_NODE_LOG") {
+            node.env("ICN_LOG", filter);
+        }
         children.push(
-            Command::new(icn)
-                .args(["node", "--coordinator", &coordinator.to_string(), "--data"])
+            node.args(["node", "--coordinator", &coordinator.to_string(), "--data"])
                 .arg(d)
                 .args(["--price-per-hour", &(20_000 + 1000 * i as u64).to_string()])
                 .stdout(Stdio::null())
