@@ -295,14 +295,15 @@ async fn echo_frames(endpoint: quinn::Endpoint) {
 }
 
 /// `mesh quic-echo`: the far end of a round trip between processes. Prints its address, then
-/// echoes until the connection closes.
+/// echoes until the connection closes; gives up after a minute, so a bench that died before
+/// connecting leaves nothing running.
 fn quic_echo_process() {
     runtime().block_on(async {
         let key = Keypair::generate().expect("key");
         let endpoint = net::listen(&key, "127.0.0.1:0".parse().expect("addr")).expect("listen");
         let addr = PeerAddr { did: key.did().clone(), addr: endpoint.local_addr().expect("addr") };
         println!("{addr}");
-        echo_frames(endpoint).await;
+        let _ = tokio::time::timeout(Duration::from_secs(60), echo_frames(endpoint)).await;
     });
 }
 
